@@ -1,0 +1,45 @@
+"""Argument checks shared by the library and the command line.
+
+Each raises ValueError naming the parameter, what is allowed and what was given.
+"""
+
+import math
+from numbers import Real
+
+
+def positive_int(name: str, value) -> int:
+    """Return value if it is an integer >= 1, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer (1, 2, ...); got {value!r}")
+    return value
+
+
+def non_negative(name: str, value) -> float:
+    """Return value as a float if it is a finite number >= 0, else raise ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+def positive(name: str, value) -> float:
+    """Return value as a float if it is a finite number > 0, else raise ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def one_of(name: str, value, allowed) -> str:
+    """Return value if it is one of allowed, else raise ValueError."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    return value

@@ -1,0 +1,234 @@
+"""The `regulab` command: one subcommand per capability, each writing a run folder.
+
+Usage errors print one line naming the option, what is allowed and what was
+given, and exit with code 2; no traceback, nothing written.
+"""
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from regulab import __version__
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _typed(convert, check, allowed):
+    """An argparse type: convert the text, then check it; errors state `allowed` and the text."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _typed(int, lambda v: v >= 1, "a positive integer (1, 2, ...)")
+positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def _lambda_list(text: str) -> tuple[float, ...]:
+    """Parse '0,3' into (0.0, 3.0): distinct finite numbers >= 0."""
+    allowed = "a comma-separated list of distinct finite numbers >= 0, such as 0,3"
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if (
+        not values
+        or any(not math.isfinite(v) or v < 0 for v in values)
+        or len(set(values)) != len(values)
+    ):
+        raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+    return values
+
+
+def _device(text: str) -> str:
+    """A torch device name that exists on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a torch device such as cpu or cuda; got {text!r}"
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(device.type, False)
+    if not available:
+        raise argparse.ArgumentTypeError(
+            f"must be a device available on this machine (cpu here); got {text!r}"
+        )
+    return text
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `regulab demo`."""
+    p.add_argument(
+        "--lambdas",
+        type=_lambda_list,
+        default=(0.0, 3.0),
+        metavar="L1,L2,...",
+        help="L2 strengths, penalty lambda*||w||^2/2 (default: 0,3)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="number of seeds, run as 0..N-1 (default: 5)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="passes over the 20 training examples (default: 100)",
+    )
+    p.add_argument(
+        "--lr", type=positive_float, default=0.003, help="SGD learning rate (default: 0.003)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="examples per minibatch (default: 5)",
+    )
+    p.add_argument(
+        "--impl",
+        choices=("scratch", "concise"),
+        default="scratch",
+        help="hand-written loss and step, or nn.Linear + torch.optim.SGD "
+        "weight_decay (same result; default: scratch)",
+    )
+    p.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="run folder to write (default: runs/demo-YYYYmmdd-HHMMSS)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists and is not empty"
+    )
+
+
+def run_demo(args, console) -> int:
+    """`regulab demo`: the weight-decay experiment, written to a run folder."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from regulab import demo, report, runs
+
+    cfg = demo.DemoConfig(
+        lambdas=args.lambdas,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        impl=args.impl,
+        device=args.device,
+    )
+    out = args.out or runs.default_run_dir("demo")
+    start = time.perf_counter()
+    with runs.run_folder(out, overwrite=args.overwrite) as tmp:
+        settings = asdict(cfg)
+        runs.write_json(
+            tmp / "config.json", {"command": "demo", "settings": settings, **runs.environment()}
+        )
+        total = len(cfg.lambdas) * cfg.seeds
+        with Progress(
+            "training",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("runs", total=total)
+            results = demo.run(cfg, on_run=lambda: progress.advance(task))
+        rows = demo.metric_rows(results)
+        summary = demo.summarize(results)
+        report.write_metrics_csv(rows, tmp / "metrics.csv")
+        report.plot_curves(rows, tmp / "curves.png")
+        report.write_report(tmp / "report.md", summary, rows, settings, "curves.png")
+        seconds = time.perf_counter() - start
+        runs.write_json(
+            tmp / "summary.json",
+            {
+                "command": "demo",
+                "status": "completed",
+                "seconds": round(seconds, 3),
+                "results": summary,
+            },
+        )
+    console.print(report.rich_table(summary))
+    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)")
+    return 0
+
+
+# name -> (help, add arguments, run); later capabilities add their entry here.
+COMMANDS = {
+    "demo": (
+        "weight decay on high-dimensional linear regression (lambda = 0 vs 3)",
+        add_demo_arguments,
+        run_demo,
+    ),
+}
+
+
+def build_parser() -> Parser:
+    """The `regulab` argument parser with one subparser per command."""
+    parser = Parser(prog="regulab", description="Regularization in deep learning, done correctly.")
+    parser.add_argument("--version", action="version", version=f"regulab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (summary, add_arguments, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `regulab` console script; returns the exit code."""
+    from rich.console import Console
+
+    from regulab.runs import RunFolderError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    console = Console()
+    run = COMMANDS[args.command][2]
+    try:
+        return run(args, console)
+    except RunFolderError as e:  # options were checked by the parser; --out is checked here
+        print(f"regulab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"regulab {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
