@@ -182,7 +182,8 @@ def run_demo(args, console) -> int:
             },
         )
     console.print(report.rich_table(summary))
-    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)")
+    # a path must stay whole for copy and paste: no wrapping, no markup
+    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)
     return 0
 
 
