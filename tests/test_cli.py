@@ -176,3 +176,11 @@ def test_console_script_version_and_help():
     done = subprocess.run([script, "demo", "--help"], capture_output=True, text=True, check=True)
     for option in ("--lambdas", "--seeds", "--epochs", "--out", "--overwrite", "--impl"):
         assert option in done.stdout
+
+
+def test_core_import_stays_light():
+    """`import regulab` loads torch but none of the heavy extras (they load when used)."""
+    heavy = "('matplotlib', 'rich', 'sklearn', 'ray')"
+    code = f"import sys, regulab; print(sorted(m for m in {heavy} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
