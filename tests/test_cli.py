@@ -131,19 +131,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_unavailable_device_is_refused(capsys):
     assert run_cli("demo", "--device", "cuda") == 2
-    assert "available on this machine" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "available on this machine (cpu)" in err and "'cuda'" in err
 
 
-def test_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys):
+def test_non_empty_out_is_refused_and_overwrite_replaces_only_a_run(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert run_cli("demo", "--epochs", "1", "--seeds", "1", "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--out" in err and "--overwrite" in err and str(out) in err
+    assert run_cli("demo", "--epochs", "1", "--seeds", "1", "--out", str(out), "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "left alone" in err
     assert (out / "notes.txt").read_text() == "mine"
-    assert run_cli("demo", "--epochs", "1", "--seeds", "1", "--out", str(out), "--overwrite") == 0
-    assert not (out / "notes.txt").exists() and (out / "summary.json").exists()
+    (out / "notes.txt").unlink()
+    assert run_cli("demo", "--epochs", "1", "--seeds", "1", "--out", str(out)) == 0
+    first = (out / "config.json").read_text()
+    args = ("demo", "--epochs", "2", "--seeds", "1", "--out", str(out), "--overwrite")
+    assert run_cli(*args) == 0
+    assert (out / "config.json").read_text() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_unwritable_out_is_refused(tmp_path, capsys):

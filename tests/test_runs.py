@@ -46,15 +46,32 @@ def test_non_empty_folder_is_refused_and_kept(tmp_path):
 def test_overwrite_replaces_only_after_success(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "config.json").write_text("{}")
     with pytest.raises(RuntimeError), runs.run_folder(out, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
         raise RuntimeError
-    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
     with runs.run_folder(out, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert leftovers(tmp_path) == []
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    with (
+        pytest.raises(runs.RunFolderError, match="left alone"),
+        runs.run_folder(tmp_path, overwrite=True),
+    ):
+        pass
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+def test_dot_is_a_usable_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with runs.run_folder(runs.Path(".")) as tmp:
+        (tmp / "x").write_text("")
+    assert (tmp_path / "x").exists()
 
 
 def test_empty_folder_is_accepted(tmp_path):

@@ -60,23 +60,17 @@ def _lambda_list(text: str) -> tuple[float, ...]:
 
 
 def _device(text: str) -> str:
-    """A torch device name that exists on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
+    """A torch device that exists on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
     import torch
 
-    try:
-        device = torch.device(text)
-    except RuntimeError:
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    if text not in available:
         raise argparse.ArgumentTypeError(
-            f"must be a torch device such as cpu or cuda; got {text!r}"
-        ) from None
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
-        "mps": torch.backends.mps.is_available(),
-    }.get(device.type, False)
-    if not available:
-        raise argparse.ArgumentTypeError(
-            f"must be a device available on this machine (cpu here); got {text!r}"
+            f"must be a device available on this machine ({', '.join(available)}); got {text!r}"
         )
     return text
 
@@ -129,7 +123,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="run folder to write (default: runs/demo-YYYYmmdd-HHMMSS)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="replace --out if it exists and is not empty"
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an earlier run folder (never any other folder)",
     )
 
 

@@ -37,13 +37,24 @@ def default_run_dir(command: str, root: Path = Path("runs")) -> Path:
 
 
 def check_out(out: Path, overwrite: bool = False) -> None:
-    """Raise RunFolderError if `out` cannot receive a run (a non-empty folder needs overwrite)."""
+    """Raise RunFolderError if `out` cannot receive a run.
+
+    A non-empty folder is replaced only with overwrite, and only if it is an
+    earlier run (it holds config.json): --overwrite never deletes other work.
+    """
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out must be a folder; '{out}' is an existing file")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
         raise RunFolderError(
             f"--out must be a new or empty folder; '{out}' exists and is not empty "
             "(pass --overwrite to replace it)"
+        )
+    if not (out / "config.json").is_file():
+        raise RunFolderError(
+            f"--overwrite replaces only an earlier run folder (one with config.json); "
+            f"'{out}' is not one, so it is left alone: choose another --out"
         )
 
 
@@ -54,8 +65,8 @@ def run_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
     Checks `out` and that its parent is writable before anything runs. On an
     exception (or Ctrl-C) the temporary folder is removed and `out` is untouched.
     """
-    out = Path(out)
-    check_out(out, overwrite)
+    check_out(Path(out), overwrite)
+    out = Path(os.path.abspath(out))  # so that "." and "runs/.." have a name and a parent
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
