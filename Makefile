@@ -1,5 +1,6 @@
 # The README's two set-up commands are `make demo` and `make test`. Each creates
-# .venv when it is missing: torch first (pinned, a CPU build here), then the project.
+# .venv when it is missing: torch first (pinned by TORCH), then the project, so that
+# pip never resolves an unpinned torch for it.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0

@@ -101,31 +101,48 @@ def test_default_out_is_a_timestamped_runs_folder(tmp_path, monkeypatch):
     assert made.name.startswith("demo-") and (made / "summary.json").exists()
 
 
+LAMBDAS_ALLOWED = "distinct finite numbers >= 0"
+POSITIVE_INT = "a positive integer"
+
+# (arguments, the option named, the value given, what is allowed)
 BAD = [
-    (["--lambdas", "-1"], "--lambdas", "'-1'"),
-    (["--lambdas", "0,abc"], "--lambdas", "'0,abc'"),
-    (["--lambdas", "0,0"], "--lambdas", "'0,0'"),
-    (["--lambdas", "nan"], "--lambdas", "'nan'"),
-    (["--epochs", "0"], "--epochs", "'0'"),
-    (["--epochs", "-3"], "--epochs", "'-3'"),
-    (["--seeds", "0"], "--seeds", "'0'"),
-    (["--seeds", "2.5"], "--seeds", "'2.5'"),
-    (["--batch-size", "0"], "--batch-size", "'0'"),
-    (["--lr", "0"], "--lr", "'0'"),
-    (["--impl", "keras"], "--impl", "'keras'"),
-    (["--device", "toaster"], "--device", "'toaster'"),
-    (["--unknown"], "--unknown", "--unknown"),
+    (["--lambdas", "-1"], "--lambdas", "'-1'", LAMBDAS_ALLOWED),
+    (["--lambdas", "0,abc"], "--lambdas", "'0,abc'", LAMBDAS_ALLOWED),
+    (["--lambdas", "0,0"], "--lambdas", "'0,0'", LAMBDAS_ALLOWED),
+    (["--lambdas", "nan"], "--lambdas", "'nan'", LAMBDAS_ALLOWED),
+    (["--lambdas", "1e400"], "--lambdas", "'1e400'", LAMBDAS_ALLOWED),
+    (["--epochs", "0"], "--epochs", "'0'", POSITIVE_INT),
+    (["--epochs", "-3"], "--epochs", "'-3'", POSITIVE_INT),
+    (["--seeds", "0"], "--seeds", "'0'", POSITIVE_INT),
+    (["--seeds", "2.5"], "--seeds", "'2.5'", POSITIVE_INT),
+    (["--batch-size", "0"], "--batch-size", "'0'", POSITIVE_INT),
+    (["--batch-size", "21"], "batch_size", "21", "at most n_train = 20"),
+    (["--lr", "0"], "--lr", "'0'", "a finite number > 0"),
+    (["--impl", "keras"], "--impl", "'keras'", "'scratch', 'concise'"),
+    (["--device", "toaster"], "--device", "'toaster'", "available on this machine"),
+    (["--out", ""], "--out", "''", "a folder path"),
+    (["--unknown"], "--unknown", "--unknown", "unrecognized"),
 ]
 
 
-@pytest.mark.parametrize(("args", "option", "given"), BAD)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, option, given):
+@pytest.mark.parametrize(("args", "option", "given", "allowed"), BAD)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, capsys, args, option, given, allowed
+):
     out = tmp_path / "run"
-    assert run_cli("demo", *args, "--out", str(out)) == 2
+    assert run_cli("demo", "--out", str(out), *args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert option in err and given in err
+    assert option in err and given in err and allowed in err
     assert not out.exists()
+
+
+def test_divergence_is_one_line_exit_1_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert run_cli("demo", "--lambdas", "0,1000", "--seeds", "1", "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diverged" in err and "lam = 1000" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -189,7 +206,7 @@ def test_console_script_version_and_help():
 
 def test_core_import_stays_light():
     """`import regulab` loads torch but none of the heavy extras (they load when used)."""
-    heavy = "('matplotlib', 'rich', 'sklearn', 'ray')"
+    heavy = "('matplotlib', 'rich', 'sklearn')"
     code = f"import sys, regulab; print(sorted(m for m in {heavy} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

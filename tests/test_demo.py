@@ -42,10 +42,17 @@ def test_metric_rows_cover_every_lambda_seed_and_epoch():
 
 
 def test_every_lambda_shares_data_and_start_at_a_seed():
-    cfg = demo.DemoConfig(lambdas=(0.0,), seeds=1, epochs=1, lr=1e-12)
-    fit = demo.run(cfg)[0.0, 0]
-    _, _, w0 = demo.problem(0, cfg)
-    assert np.allclose(fit.w.numpy(), w0.numpy(), atol=1e-6)
+    """With a negligible step, every lambda ends where it began: on w0, with the same losses."""
+    cfg = demo.DemoConfig(lambdas=(0.0, 3.0), seeds=2, epochs=1, lr=1e-12)
+    results = demo.run(cfg)
+    for seed in (0, 1):
+        _, test, w0 = demo.problem(seed, cfg)
+        for lam in cfg.lambdas:
+            fit = results[lam, seed]
+            assert np.allclose(fit.w.numpy(), w0.numpy(), atol=1e-6)
+            expected = float(((test[0] @ w0 - test[1]) ** 2).mean() / 2)
+            assert fit.history["test_loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert results[0.0, 0].history["test_loss"] != results[0.0, 1].history["test_loss"]
 
 
 def test_one_seed_has_zero_spread():
@@ -59,12 +66,26 @@ def test_progress_callback_runs_once_per_model():
     assert len(calls) == 6
 
 
-def test_scratch_and_concise_give_the_same_summary():
-    cfg = dict(lambdas=(0.0, 3.0), seeds=2, epochs=20)
-    a = demo.summarize(demo.run(demo.DemoConfig(**cfg, impl="scratch")))
-    b = demo.summarize(demo.run(demo.DemoConfig(**cfg, impl="concise")))
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["w_norm_mean"] == pytest.approx(rb["w_norm_mean"], rel=1e-5)
+def test_impl_selects_the_trainer(monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["lr"])
+        return demo.TRAINERS["scratch"](*args, **kwargs)
+
+    monkeypatch.setitem(demo.TRAINERS, "concise", spy)
+    demo.run(demo.DemoConfig(lambdas=(0.0,), seeds=2, epochs=1, impl="concise", lr=0.002))
+    assert calls == [0.002, 0.002]
+
+
+def test_divergence_names_the_seed_and_epoch():
+    with pytest.raises(demo.TrainingDiverged, match=r"seed 0: .*epoch \d+.*lam = 1000") as info:
+        demo.run(demo.DemoConfig(lambdas=(1000.0,), seeds=1))
+    assert 1 <= info.value.epoch <= 100
+
+
+def test_negative_zero_is_reported_as_zero():
+    assert str(demo.DemoConfig(lambdas=(-0.0, 3.0)).lambdas[0]) == "0.0"
 
 
 @pytest.mark.parametrize(
@@ -76,6 +97,7 @@ def test_scratch_and_concise_give_the_same_summary():
         ({"seeds": 0}, "seeds"),
         ({"epochs": -2}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 21}, "at most n_train = 20"),
         ({"lr": -0.1}, "lr"),
         ({"impl": "keras"}, "impl"),
     ],

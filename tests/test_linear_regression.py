@@ -7,7 +7,13 @@ from sklearn.linear_model import Ridge
 from torch import nn
 
 from regulab.data import synthetic_linear
-from regulab.linear_regression import half_mse, minibatches, train_concise, train_scratch
+from regulab.linear_regression import (
+    TrainingDiverged,
+    half_mse,
+    minibatches,
+    train_concise,
+    train_scratch,
+)
 
 
 def demo_problem(seed, dtype=torch.float32):
@@ -124,12 +130,28 @@ def test_minibatches_partition_each_epoch():
         ({"batch_size": 0}, "batch_size"),
         ({"lr": 0.0}, "lr"),
         ({"w0": torch.zeros(3)}, "w0"),
+        ({"test": (torch.zeros(4, 200), torch.zeros(4, 1))}, "test must be"),
+        ({"test": (torch.zeros(4, 7), torch.zeros(4))}, "test must be"),
     ],
 )
 @pytest.mark.parametrize("trainer", [train_scratch, train_concise])
 def test_bad_arguments_name_the_parameter(trainer, kwargs, name):
     train, test, w0 = demo_problem(seed=0)
-    args = {"lam": 0.0, "w0": w0, **kwargs}
-    lam = args.pop("lam")
+    args = {"lam": 0.0, "w0": w0, "test": test, **kwargs}
+    lam, test = args.pop("lam"), args.pop("test")
     with pytest.raises(ValueError, match=name):
         trainer(train, test, lam, **args)
+
+
+@pytest.mark.parametrize("trainer", [train_scratch, train_concise])
+def test_divergence_stops_at_the_epoch_it_happens(trainer):
+    """SGD on lam ||w||^2 / 2 multiplies w by (1 - lr lam) each step: |1 - 0.003 * 1000| = 2."""
+    train, test, w0 = demo_problem(seed=0)
+    with pytest.raises(TrainingDiverged, match=r"lam = 1000, lr = 0\.003") as info:
+        trainer(train, test, 1000.0, w0=w0)
+    # ||w|| doubles 4 times an epoch (4 steps) from about 14 = 2^3.8; the loss, about
+    # (x.w)^2 with |x.w| up to 2 ||w||, leaves float32 (3.4e38 = 2^128) when ||w|| > 2^63,
+    # that is after (63 - 3.8) / 4 = 14.8 epochs
+    assert 14 <= info.value.epoch <= 16
+    stable = trainer(train, test, 600.0, w0=w0, epochs=5)  # |1 - 1.8| < 1: shrinks
+    assert stable.history["w_norm"][-1] < stable.history["w_norm"][0]

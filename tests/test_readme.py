@@ -31,3 +31,12 @@ def test_readme_examples_run_and_the_copies_match_the_library():
         fit = ours((x, y), None, 3.0, w0=w0, seed=4)
         assert (w - fit.w).abs().max() < 1e-5
         assert abs(float(b - fit.b)) < 1e-5
+
+
+def test_readme_table_is_what_the_default_demo_prints():
+    from regulab import demo, report
+
+    summary = demo.summarize(demo.run(demo.DemoConfig()))
+    readme_lines = {" ".join(line.split()) for line in README.read_text().splitlines()}
+    for row in report.table_rows(summary):
+        assert " ".join(" ".join(row).split()) in readme_lines

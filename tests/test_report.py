@@ -1,6 +1,7 @@
 """Report pieces: findings text, convergence check, tables and the figure."""
 
 import matplotlib
+import numpy as np
 import pytest
 
 from regulab import report
@@ -58,9 +59,38 @@ def test_markdown_table_has_one_cell_per_column():
     assert counts == {len(report.TABLE_COLUMNS) + 1}
 
 
-def test_plot_writes_a_png_and_leaves_the_backend_alone(tmp_path):
+def test_plot_draws_mean_and_band_per_lambda_on_log_axes(tmp_path):
     backend = matplotlib.get_backend()
-    rows = rows_for([3.0, 2.0, 1.0]) + rows_for([3.0, 1.0, 0.5], lam=3.0)
-    report.plot_curves(rows, tmp_path / "c.png")
+    rows = []
+    for seed, scale in ((0, 1.0), (1, 3.0)):
+        for lam in (0.0, 3.0):
+            rows += [
+                {
+                    "lambda": lam,
+                    "seed": seed,
+                    "epoch": e,
+                    "train_loss": scale / e,
+                    "test_loss": scale * (1 + lam),
+                    "w_norm": 1.0,
+                }
+                for e in (1, 2, 3)
+            ]
+    fig = report.plot_curves(rows, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == backend
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["λ = 0  (2 seeds)", "λ = 3  (2 seeds)"]
+    for ax, lam in zip(axes, (0.0, 3.0), strict=True):
+        assert ax.get_yscale() == "log"
+        train, test = ax.get_lines()
+        np.testing.assert_allclose(
+            train.get_ydata(), [2 / e for e in (1, 2, 3)]
+        )  # mean of 1/e, 3/e
+        np.testing.assert_allclose(test.get_ydata(), [2 * (1 + lam)] * 3)
+        bands = ax.collections
+        assert len(bands) == 2
+        low, high = (
+            bands[0].get_paths()[0].vertices[:, 1].min(),
+            bands[0].get_paths()[0].vertices[:, 1].max(),
+        )
+        assert low == pytest.approx(1 / 3) and high == pytest.approx(3.0)  # min and max seed

@@ -1,10 +1,16 @@
 """Run folders: published whole on success, nothing left behind on failure."""
 
+import json
+import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
 from regulab import runs
+
+RUN_CONFIG = json.dumps({"command": "demo", "regulab_version": "0.1.0"})
 
 
 def leftovers(parent):
@@ -46,7 +52,7 @@ def test_non_empty_folder_is_refused_and_kept(tmp_path):
 def test_overwrite_replaces_only_after_success(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text("{}")
+    (out / "config.json").write_text(RUN_CONFIG)
     with pytest.raises(RuntimeError), runs.run_folder(out, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
         raise RuntimeError
@@ -65,6 +71,45 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path):
     ):
         pass
     assert (tmp_path / "thesis.tex").read_text() == "years of work"
+
+
+@pytest.mark.parametrize("config", ["{}", '{"command": "build"}', "not json", "[1]"])
+def test_a_config_json_that_regulab_did_not_write_is_not_a_run(tmp_path, config):
+    (tmp_path / "config.json").write_text(config)
+    (tmp_path / "main.py").write_text("print(1)")
+    assert not runs.is_run_folder(tmp_path)
+    with (
+        pytest.raises(runs.RunFolderError, match="left alone"),
+        runs.run_folder(tmp_path, overwrite=True),
+    ):
+        pass
+    assert (tmp_path / "main.py").exists()
+
+
+def test_a_run_published_meanwhile_by_another_process_is_never_replaced(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(runs.RunFolderError, match="another process"), runs.run_folder(out) as tmp:
+        (tmp / "mine.txt").write_text("")
+        out.mkdir()  # the other process publishes first
+        (out / "theirs.txt").write_text("")
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_run_folder_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with runs.run_folder(tmp_path / "run") as tmp:
+            (tmp / "x").write_text("")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == 0o755
+
+
+def test_parent_folders_made_for_a_failed_run_are_removed(tmp_path):
+    with pytest.raises(RuntimeError), runs.run_folder(tmp_path / "a" / "b" / "run"):
+        raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dot_is_a_usable_out(tmp_path, monkeypatch):
@@ -101,6 +146,34 @@ def test_default_run_dir_is_unique(tmp_path):
 
 def test_environment_records_versions():
     env = runs.environment()
-    assert env["regulab_version"]
-    rev = env["git_revision"]
-    assert rev is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", rev)
+    assert env["regulab_version"] and env["torch_version"] and env["python_version"]
+    assert {"git_revision", "argv", "created"} <= set(env)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_revision_of_a_real_checkout(tmp_path):
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    source = pkg / "runs.py"
+    source.write_text("x = 1\n")
+    git("init", "-q")
+    assert runs.git_revision(source) is None  # not tracked yet
+    git("add", "pkg/runs.py")
+    git("commit", "-qm", "c")
+    head = git("rev-parse", "HEAD")
+    assert runs.git_revision(source) == head
+    source.write_text("x = 2\n")
+    assert runs.git_revision(source) == head + "+dirty"
+    stray = tmp_path / "other" / "runs.py"  # an untracked copy inside the repository
+    stray.parent.mkdir()
+    stray.write_text("")
+    assert runs.git_revision(stray) is None
+    assert re.fullmatch(r"[0-9a-f]{40}", head)

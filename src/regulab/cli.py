@@ -13,8 +13,13 @@ from pathlib import Path
 
 from regulab import __version__
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class UsageError(ValueError):
+    """Settings that passed the parser but not the command's own checks."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,6 +62,13 @@ def _lambda_list(text: str) -> tuple[float, ...]:
     ):
         raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
     return values
+
+
+def _out_path(text: str) -> Path:
+    """A non-empty folder path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a folder path; got {text!r}")
+    return Path(text)
 
 
 def _device(text: str) -> str:
@@ -118,7 +130,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out_path,
         metavar="DIR",
         help="run folder to write (default: runs/demo-YYYYmmdd-HHMMSS)",
     )
@@ -135,15 +147,18 @@ def run_demo(args, console) -> int:
 
     from regulab import demo, report, runs
 
-    cfg = demo.DemoConfig(
-        lambdas=args.lambdas,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        impl=args.impl,
-        device=args.device,
-    )
+    try:
+        cfg = demo.DemoConfig(
+            lambdas=args.lambdas,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            impl=args.impl,
+            device=args.device,
+        )
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     out = args.out or runs.default_run_dir("demo")
     start = time.perf_counter()
     with runs.run_folder(out, overwrite=args.overwrite) as tmp:
@@ -159,6 +174,7 @@ def run_demo(args, console) -> int:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # a bar is noise in logs and pipes
         ) as progress:
             task = progress.add_task("runs", total=total)
             results = demo.run(cfg, on_run=lambda: progress.advance(task))
@@ -178,6 +194,7 @@ def run_demo(args, console) -> int:
             },
         )
     console.print(report.rich_table(summary))
+    console.print(report.TABLE_NOTE, soft_wrap=True)
     # a path must stay whole for copy and paste: no wrapping, no markup
     console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)
     return 0
@@ -208,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `regulab` console script; returns the exit code."""
     from rich.console import Console
 
+    from regulab.linear_regression import TrainingDiverged
     from regulab.runs import RunFolderError
 
     parser = build_parser()
@@ -219,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     run = COMMANDS[args.command][2]
     try:
         return run(args, console)
-    except RunFolderError as e:  # options were checked by the parser; --out is checked here
+    except (UsageError, RunFolderError) as e:  # the parser checked each option on its own
         print(f"regulab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingDiverged as e:
+        print(f"regulab {args.command}: error: {e}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"regulab {args.command}: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -13,7 +13,7 @@ import torch
 
 from regulab import _checks
 from regulab.data import synthetic_linear
-from regulab.linear_regression import TRAINERS, FitResult
+from regulab.linear_regression import TRAINERS, FitResult, TrainingDiverged
 
 METRICS = ("train_loss", "test_loss", "w_norm")
 
@@ -40,8 +40,15 @@ class DemoConfig:
             _checks.non_negative("lambdas", lam)
         if len(set(self.lambdas)) != len(self.lambdas):
             raise ValueError(f"lambdas must be distinct; got {list(self.lambdas)}")
+        # -0.0 + 0.0 is 0.0: a user's "-0" must not be reported as λ = -0
+        object.__setattr__(self, "lambdas", tuple(float(lam) + 0.0 for lam in self.lambdas))
         for name in ("seeds", "epochs", "batch_size", "n_train", "n_test", "num_inputs"):
             _checks.positive_int(name, getattr(self, name))
+        if self.batch_size > self.n_train:
+            raise ValueError(
+                f"batch_size must be at most n_train = {self.n_train}, the number of "
+                f"training examples; got {self.batch_size}"
+            )
         _checks.positive("lr", self.lr)
         _checks.one_of("impl", self.impl, tuple(TRAINERS))
 
@@ -67,23 +74,27 @@ def run(
 ) -> dict[tuple[float, int], FitResult]:
     """Train one model per (lambda, seed); return the results keyed by (lambda, seed).
 
-    `on_run` is called after each model, for progress display.
+    `on_run` is called after each model, for progress display. A model whose loss
+    stops being finite raises TrainingDiverged naming its seed, lambda and epoch.
     """
     trainer = TRAINERS[cfg.impl]
     results = {}
     for seed in range(cfg.seeds):
         train, test, w0 = problem(seed, cfg)
         for lam in cfg.lambdas:
-            results[lam, seed] = trainer(
-                train,
-                test,
-                lam,
-                w0=w0,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
-                epochs=cfg.epochs,
-                seed=seed,
-            )
+            try:
+                results[lam, seed] = trainer(
+                    train,
+                    test,
+                    lam,
+                    w0=w0,
+                    lr=cfg.lr,
+                    batch_size=cfg.batch_size,
+                    epochs=cfg.epochs,
+                    seed=seed,
+                )
+            except TrainingDiverged as e:
+                raise TrainingDiverged(f"seed {seed}: {e}", e.epoch) from e
             if on_run is not None:
                 on_run()
     return results

@@ -22,6 +22,7 @@ gradient while weight decay still adds lam * w; that trains the scratch
 objective with lam halved and the learning rate doubled.
 """
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -32,6 +33,14 @@ from torch.nn import functional as F
 from regulab import _checks
 
 Data = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights stopped being finite; `epoch` says when (1-based)."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
 
 
 @dataclass
@@ -78,13 +87,15 @@ def train_scratch(
     The loss on a minibatch is mean((x.w + b - y)^2 / 2) + lam * ||w||^2 / 2 and the
     step is w <- w - lr * grad (plain SGD). `w0` is the initial weight vector,
     `seed` fixes the minibatch order. Tensors stay on the device of `train`.
+    Raises TrainingDiverged when the loss or ||w|| stops being finite (checked
+    once per epoch, so the training step itself never waits on the device).
     """
     x, y = _check_problem(train, test, lam, w0, lr, batch_size, epochs)
     w = w0.detach().to(x).clone().requires_grad_(True)
     b = torch.tensor(float(b0), dtype=x.dtype, device=x.device, requires_grad=True)
     order = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {}
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         for idx in minibatches(len(y), batch_size, order):
             idx = idx.to(x.device)
             residual = x[idx] @ w + b - y[idx]
@@ -95,7 +106,7 @@ def train_scratch(
                 b -= lr * b.grad
             w.grad = None
             b.grad = None
-        _record(history, train, test, w, b)
+        _record(history, train, test, w, b, epoch, lam, lr)
     return FitResult(w=w.detach(), b=b.detach(), history=history)
 
 
@@ -132,7 +143,7 @@ def train_concise(
     )
     order = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {}
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         for idx in minibatches(len(y), batch_size, order):
             idx = idx.to(x.device)
             # Half MSE: nn.MSELoss() alone would double the data gradient (see module docstring).
@@ -140,7 +151,7 @@ def train_concise(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        _record(history, train, test, net.weight[0], net.bias[0])
+        _record(history, train, test, net.weight[0], net.bias[0], epoch, lam, lr)
     return FitResult(
         w=net.weight.detach()[0].clone(), b=net.bias.detach()[0].clone(), history=history
     )
@@ -149,12 +160,18 @@ def train_concise(
 TRAINERS = {"scratch": train_scratch, "concise": train_concise}
 
 
-def _record(history: dict, train: Data, test: Data | None, w: torch.Tensor, b: torch.Tensor):
-    """Append the end-of-epoch losses and weight norm to history."""
+def _record(history, train, test, w, b, epoch, lam, lr):
+    """Append the end-of-epoch losses and weight norm; raise TrainingDiverged if not finite."""
     history.setdefault("train_loss", []).append(half_mse(*train, w, b))
     if test is not None:
         history.setdefault("test_loss", []).append(half_mse(*test, w, b))
     history.setdefault("w_norm", []).append(float(torch.linalg.vector_norm(w.detach())))
+    if not (math.isfinite(history["train_loss"][-1]) and math.isfinite(history["w_norm"][-1])):
+        raise TrainingDiverged(
+            f"training diverged at epoch {epoch}: the loss is no longer finite "
+            f"(lam = {lam:g}, lr = {lr:g}); try a smaller lr",
+            epoch,
+        )
 
 
 def _check_problem(train, test, lam, w0, lr, batch_size, epochs) -> Data:
@@ -171,6 +188,11 @@ def _check_problem(train, test, lam, w0, lr, batch_size, epochs) -> Data:
         )
     if w0.shape != (x.shape[1],):
         raise ValueError(f"w0 must have shape ({x.shape[1]},); got {tuple(w0.shape)}")
-    if test is not None and (test[0].ndim != 2 or test[0].shape[1] != x.shape[1]):
-        raise ValueError(f"test X must have shape (m, {x.shape[1]}); got {tuple(test[0].shape)}")
+    if test is not None and (
+        test[0].ndim != 2 or test[0].shape[1] != x.shape[1] or test[1].shape != test[0].shape[:1]
+    ):
+        raise ValueError(
+            f"test must be (X, y) with X of shape (m, {x.shape[1]}) and y of shape (m,); "
+            f"got X {tuple(test[0].shape)} and y {tuple(test[1].shape)}"
+        )
     return x, y

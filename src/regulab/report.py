@@ -10,6 +10,7 @@ from pathlib import Path
 from rich import box
 from rich.table import Table
 
+TABLE_NOTE = "last epoch; mean ± std over seeds; loss = mean squared error / 2"
 TABLE_COLUMNS = ("λ", "seeds", "‖w‖", "train loss", "test loss", "gap (test − train)")
 
 
@@ -33,10 +34,7 @@ def table_rows(summary: list[dict]) -> list[tuple[str, ...]]:
 
 def rich_table(summary: list[dict]) -> Table:
     """The summary as a rich Table for the terminal."""
-    table = Table(
-        caption="last epoch; mean ± std over seeds; loss = mean squared error / 2",
-        box=box.SIMPLE_HEAD,
-    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for i, name in enumerate(TABLE_COLUMNS):
         table.add_column(name.split(" (")[0], justify="right" if i else "left", no_wrap=True)
     for row in table_rows(summary):
@@ -91,11 +89,12 @@ def findings(summary: list[dict], n_train: int, num_inputs: int) -> str:
     return text
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
+def plot_curves(rows: list[dict], path: Path):
     """Train and test loss against epoch (log y), one panel per lambda.
 
     Lines are the mean over seeds; the shaded band spans the smallest to the
-    largest seed (a band of ± std could cross zero on a log axis).
+    largest seed (a band of ± std could cross zero on a log axis). Returns the
+    matplotlib Figure after saving it.
     """
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -120,6 +119,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     axes[0].set_ylabel("loss (mean squared error / 2)")
     axes[0].legend(title="mean, band = min–max")
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def write_metrics_csv(rows: list[dict], path: Path) -> None:

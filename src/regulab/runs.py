@@ -5,13 +5,14 @@ renamed into place only when complete, so an interrupted or failed run leaves
 nothing half-written and an existing folder is replaced only by a finished one.
 """
 
+import errno
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -36,11 +37,20 @@ def default_run_dir(command: str, root: Path = Path("runs")) -> Path:
     return path
 
 
+def is_run_folder(path: Path) -> bool:
+    """True if path holds a config.json that regulab wrote (it names command and version)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"command", "regulab_version"} <= config.keys()
+
+
 def check_out(out: Path, overwrite: bool = False) -> None:
     """Raise RunFolderError if `out` cannot receive a run.
 
     A non-empty folder is replaced only with overwrite, and only if it is an
-    earlier run (it holds config.json): --overwrite never deletes other work.
+    earlier regulab run: --overwrite never deletes other work.
     """
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out must be a folder; '{out}' is an existing file")
@@ -51,10 +61,11 @@ def check_out(out: Path, overwrite: bool = False) -> None:
             f"--out must be a new or empty folder; '{out}' exists and is not empty "
             "(pass --overwrite to replace it)"
         )
-    if not (out / "config.json").is_file():
+    if not is_run_folder(out):
         raise RunFolderError(
-            f"--overwrite replaces only an earlier run folder (one with config.json); "
-            f"'{out}' is not one, so it is left alone: choose another --out"
+            "--overwrite replaces only an earlier regulab run folder (its config.json names "
+            f"the command and regulab_version); '{out}' is not one, so it is left alone: "
+            "choose another --out"
         )
 
 
@@ -63,40 +74,66 @@ def run_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder to write the run into; publish it as `out` on success.
 
     Checks `out` and that its parent is writable before anything runs. On an
-    exception (or Ctrl-C) the temporary folder is removed and `out` is untouched.
+    exception (or Ctrl-C) the temporary folder, and any parent folders made for
+    it, are removed and `out` is untouched.
     """
     check_out(Path(out), overwrite)
     out = Path(os.path.abspath(out))  # so that "." and "runs/.." have a name and a parent
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+        tmp.mkdir()  # not mkdtemp: that ignores the umask and makes the run private (0700)
     except OSError as e:
+        _remove_empty(made)
         raise RunFolderError(
             f"--out must be a writable folder; cannot write '{out}': {e.strerror}"
         ) from e
     try:
         yield tmp
-        _publish(tmp, out)
+        _publish(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out is moved aside first and removed only afterwards."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename tmp to out.
+
+    Without overwrite, rename() itself refuses a non-empty out, so a run that
+    another process published there meanwhile is never replaced. With overwrite,
+    the old run is moved aside and removed only once the new one is in place.
+    """
+    if not (overwrite and out.exists()):
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise RunFolderError(
+                f"--out '{out}' was filled by another process while this run worked; "
+                "this run's results were not written"
+            ) from e
+        return
+    check_out(out, overwrite)  # it must still be a regulab run
+    old = out.parent / f".{out.name}.{secrets.token_hex(4)}.old"
+    os.rename(out, old)
     try:
-        os.replace(tmp, out)
+        os.rename(tmp, out)
     except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)
+        os.rename(old, out)
         raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def write_json(path: Path, data) -> None:
@@ -116,9 +153,14 @@ def environment() -> dict:
     }
 
 
-def git_revision() -> str | None:
-    """Commit of the regulab checkout this package runs from ('+dirty' if modified), else None."""
-    here = Path(__file__).parent
+def git_revision(source: Path = Path(__file__)) -> str | None:
+    """Commit of the git checkout that tracks `source` (this package), else None.
+
+    '+dirty' is appended when files in source's folder differ from that commit. An
+    untracked copy inside some other repository (an installed package in a .venv
+    of a project) gets None rather than that project's commit.
+    """
+    here = source.parent
 
     def git(*args):
         done = subprocess.run(
@@ -127,9 +169,7 @@ def git_revision() -> str | None:
         return done.stdout.strip() if done.returncode == 0 else None
 
     try:
-        # Only a checkout that tracks this very file counts: an installed copy
-        # inside some other repository (a .venv in a project) must not borrow its commit.
-        if git("ls-files", "--error-unmatch", Path(__file__).name) is None:
+        if git("ls-files", "--error-unmatch", source.name) is None:
             return None
         rev = git("rev-parse", "HEAD")
         if rev and git("status", "--porcelain", "--untracked-files=no", "--", "."):
