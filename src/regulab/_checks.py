@@ -6,6 +6,8 @@ Each raises ValueError naming the parameter, what is allowed and what was given.
 import math
 from numbers import Real
 
+import torch
+
 
 def positive_int(name: str, value) -> int:
     """Return value if it is an integer >= 1, else raise ValueError."""
@@ -43,3 +45,38 @@ def one_of(name: str, value, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     return value
+
+
+def probability(name: str, value) -> float:
+    """Return value as a float if it is a number in [0, 1], else raise ValueError."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not math.isfinite(value)
+        or not 0 <= value <= 1
+    ):
+        raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+    return float(value)
+
+
+def non_negative_int(name: str, value) -> int:
+    """Return value if it is an integer >= 0, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (0, 1, 2, ...); got {value!r}")
+    return value
+
+
+def tensors(name: str, params) -> list:
+    """Return params (one tensor or an iterable of tensors) as a list of tensors."""
+    if isinstance(params, torch.Tensor):
+        return [params]
+    try:
+        items = list(params)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(p, torch.Tensor) for p in items):
+        raise ValueError(
+            f"{name} must be a tensor or an iterable of tensors, such as "
+            f"model.parameters(); got {type(params).__name__}"
+        )
+    return items

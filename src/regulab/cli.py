@@ -200,12 +200,112 @@ def run_demo(args, console) -> int:
     return 0
 
 
+def _fraction_list(text: str) -> tuple[float, ...]:
+    """Parse '0.1,0.5' into (0.1, 0.5): distinct numbers strictly between 0 and 1."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v < 1 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated list of distinct numbers in (0, 1), such as "
+            f"0.1,0.5,0.9; got {text!r}"
+        )
+    return values
+
+
+def add_constraints_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `regulab constraints`."""
+    p.add_argument(
+        "--fractions",
+        type=_fraction_list,
+        default=(0.1, 0.5, 0.9),
+        metavar="F1,F2,...",
+        help="radii theta as fractions of the unconstrained minimum-norm ||w||^2 "
+        "(default: 0.1,0.5,0.9)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_typed(int, lambda v: v >= 0, "an integer >= 0"),
+        default=0,
+        help="seed of the demo's data set and initial weights (default: 0)",
+    )
+    p.add_argument(
+        "--radius",
+        type=positive_float,
+        default=1.0,
+        help="radius r of the L2 ball and the L1 diamond in the 2-D figure (default: 1)",
+    )
+    p.add_argument(
+        "--out",
+        type=_out_path,
+        metavar="DIR",
+        help="run folder to write (default: runs/constraints-YYYYmmdd-HHMMSS)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an earlier run folder (never any other folder)",
+    )
+
+
+def run_constraints(args, console) -> int:
+    """`regulab constraints`: soft vs hard L2 on the demo's data, and the 2-D L1/L2 picture."""
+    from regulab import equivalence, geometry, runs
+
+    out = args.out or runs.default_run_dir("constraints")
+    start = time.perf_counter()
+    settings = {"seed": args.seed, "fractions": list(args.fractions), "radius": args.radius}
+    with runs.run_folder(out, overwrite=args.overwrite) as tmp:
+        runs.write_json(
+            tmp / "config.json",
+            {"command": "constraints", "settings": settings, **runs.environment()},
+        )
+        rows, info = equivalence.experiment(args.seed, args.fractions)
+        geo = geometry.geometry(args.radius)
+        geometry.plot_geometry(geo, tmp / "geometry.png")
+        equivalence.write_csv(rows, tmp / "equivalence.csv")
+        (tmp / "report.md").write_text(equivalence.report_md(rows, info, geo, "geometry.png"))
+        seconds = time.perf_counter() - start
+        runs.write_json(
+            tmp / "summary.json",
+            {
+                "command": "constraints",
+                "status": "completed",
+                "seconds": round(seconds, 3),
+                "data": info,
+                "tolerance": equivalence.TOLERANCE,
+                "max_abs_diff_w": max(r["max_abs_diff_w"] for r in rows),
+                "equivalent": all(r["max_abs_diff_w"] <= equivalence.TOLERANCE for r in rows),
+                "equivalence": rows,
+                "geometry": geo,
+            },
+        )
+    console.print(equivalence.rich_table(rows))
+    console.print(
+        f"2-D picture, r = {geo['radius']:g}: L2 optimum {_pair(geo['l2_optimum'])}, "
+        f"L1 optimum {_pair(geo['l1_optimum'])} ({geo['l1_exact_zeros']} exact zero)",
+        soft_wrap=True,
+    )
+    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)
+    return 0
+
+
+def _pair(w) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in w) + ")"
+
+
 # name -> (help, add arguments, run); later capabilities add their entry here.
 COMMANDS = {
     "demo": (
         "weight decay on high-dimensional linear regression (lambda = 0 vs 3)",
         add_demo_arguments,
         run_demo,
+    ),
+    "constraints": (
+        "soft (penalty) vs hard (projection) L2, and why L1 gives zeros: a 2-D picture",
+        add_constraints_arguments,
+        run_constraints,
     ),
 }
 

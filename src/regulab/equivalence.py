@@ -1,0 +1,218 @@
+"""Soft and hard L2 regularization give the same solution (Lagrange duality).
+
+For least squares, min loss(w) subject to ||w||^2 <= theta (the hard constraint,
+solved by projected gradient descent with `max_norm_`) and min loss(w) +
+lam * ||w||^2 / 2 (the soft penalty, solved by gradient descent with `Penalty`)
+have the same solution when lam is the multiplier of the constraint, i.e. the lam
+at which the penalized solution has ||w||^2 = theta. That lam is found by
+bisection on the closed-form ridge solution, which shrinks monotonically in lam
+(Goodfellow, Bengio & Courville, Deep Learning, section 7.2).
+"""
+
+import csv
+
+import torch
+
+from regulab import _checks
+from regulab.constraints import max_norm_
+from regulab.data import synthetic_linear
+from regulab.penalties import Penalty
+from regulab.ridge import ridge
+
+TOLERANCE = 1e-3  # largest |w_hard - w_soft| accepted as "the same solution"
+COLUMNS = (
+    "fraction",
+    "theta",
+    "lambda",
+    "w_norm_sq_hard",
+    "w_norm_sq_soft",
+    "max_abs_diff_w",
+    "abs_diff_b",
+    "max_abs_diff_closed_form",
+    "steps_hard",
+    "steps_soft",
+)
+
+
+def lambda_for_radius(x, y, theta: float, rtol: float = 1e-12) -> float:
+    """Return the lam >= 0 at which the ridge solution has ||w||^2 = theta.
+
+    Returns 0.0 when the constraint is inactive (the minimum-norm least-squares
+    solution already has ||w||^2 <= theta).
+    """
+    theta = _checks.positive("theta", theta)
+
+    def norm2(lam):
+        return float(ridge(x, y, lam)[0].square().sum())
+
+    if norm2(0.0) <= theta:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while norm2(hi) > theta:
+        lo, hi = hi, hi * 2
+    while hi - lo > rtol * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if norm2(mid) > theta else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _descend(x, y, after_step, penalty_l2=0.0, w0=None, tol=1e-13, max_steps=200_000):
+    """Full-batch gradient descent on mean squared error / 2 from w0 (default zeros).
+
+    lr = 1 / L with L the curvature of the loss (largest eigenvalue of the Hessian,
+    plus the penalty), so every step decreases the objective. Stops when no weight
+    moves by more than tol in a step. Returns (w, b, steps).
+    """
+    n = x.shape[0]
+    design = torch.cat([x, torch.ones(n, 1, dtype=x.dtype, device=x.device)], 1)
+    curvature = float(torch.linalg.matrix_norm(design, ord=2)) ** 2 / n + penalty_l2
+    w = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) if w0 is None else w0.clone()
+    w.requires_grad_(True)
+    b = torch.zeros((), dtype=x.dtype, device=x.device, requires_grad=True)
+    opt = torch.optim.SGD([w, b], lr=1 / curvature)
+    penalty = Penalty([w], l2=penalty_l2)
+    for step in range(1, max_steps + 1):  # noqa: B007 (step is returned)
+        before = w.detach().clone()
+        opt.zero_grad()
+        ((x @ w + b - y).square().mean() / 2).backward()
+        penalty.apply_()
+        opt.step()
+        after_step(w)
+        if float((w.detach() - before).abs().max()) < tol:
+            break
+    return w.detach(), b.detach(), step
+
+
+def solve_constrained(x, y, theta: float, **kwargs):
+    """Projected gradient descent: a step on the loss, then `max_norm_` onto ||w||^2 <= theta."""
+    theta = _checks.positive("theta", theta)
+    return _descend(x, y, lambda w: max_norm_(w, theta**0.5), **kwargs)
+
+
+def solve_penalized(x, y, lam: float, **kwargs):
+    """Gradient descent on loss + lam * ||w||^2 / 2, the penalty added by `Penalty(l2=lam)`."""
+    lam = _checks.non_negative("lam", lam)
+    return _descend(x, y, lambda w: None, penalty_l2=lam, **kwargs)
+
+
+def compare(x, y, thetas, w0=None) -> list[dict]:
+    """For each theta: lam by bisection, both solutions, and how far apart they are."""
+    rows = []
+    for theta in thetas:
+        lam = lambda_for_radius(x, y, theta)
+        w_hard, b_hard, hard_steps = solve_constrained(x, y, theta, w0=w0)
+        w_soft, b_soft, soft_steps = solve_penalized(x, y, lam, w0=w0)
+        w_exact, _ = ridge(x, y, lam)
+        rows.append(
+            {
+                "theta": float(theta),
+                "lambda": lam,
+                "w_norm_sq_hard": float(w_hard.square().sum()),
+                "w_norm_sq_soft": float(w_soft.square().sum()),
+                "max_abs_diff_w": float((w_hard - w_soft).abs().max()),
+                "abs_diff_b": abs(float(b_hard - b_soft)),
+                "max_abs_diff_closed_form": float((w_soft - w_exact).abs().max()),
+                "steps_hard": hard_steps,
+                "steps_soft": soft_steps,
+            }
+        )
+    return rows
+
+
+def experiment(seed: int = 0, fractions=(0.1, 0.5, 0.9), n_train: int = 20, num_inputs: int = 200):
+    """The soft/hard comparison on the weight-decay demo's training data for one seed.
+
+    theta runs over `fractions` of ||w_LS||^2, the squared norm of the minimum-norm
+    least-squares solution (a larger theta leaves the constraint inactive). Both
+    solvers start from the demo's random initial weights. Returns (rows, info).
+    """
+    _checks.non_negative_int("seed", seed)
+    fractions = [float(f) for f in fractions]
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise ValueError(f"fractions must be numbers in (0, 1); got {fractions}")
+    g = torch.Generator().manual_seed(seed)
+    x, y = synthetic_linear(n_train, num_inputs, generator=g, dtype=torch.float64)
+    synthetic_linear(100, num_inputs, generator=g)  # the demo's test set, drawn to keep w0 in step
+    w0 = torch.randn(num_inputs, generator=g, dtype=torch.float64)
+    ls_norm_sq = float(ridge(x, y, 0.0)[0].square().sum())
+    rows = compare(x, y, [f * ls_norm_sq for f in fractions], w0=w0)
+    for row, f in zip(rows, fractions, strict=True):
+        row["fraction"] = f
+    info = {"seed": seed, "n_train": n_train, "num_inputs": num_inputs, "ls_norm_sq": ls_norm_sq}
+    return rows, info
+
+
+def write_csv(rows: list[dict], path) -> None:
+    """One line per theta with the COLUMNS."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _table_rows(rows):
+    for r in rows:
+        yield (
+            f"{r['theta']:.4g}",
+            f"{r['lambda']:.4g}",
+            f"{r['w_norm_sq_hard']:.4g}",
+            f"{r['w_norm_sq_soft']:.4g}",
+            f"{r['max_abs_diff_w']:.1e}",
+            f"{r['steps_hard']} / {r['steps_soft']}",
+        )
+
+
+HEADERS = ("θ", "λ", "‖w‖² hard", "‖w‖² soft", "max abs diff of w", "steps hard / soft")
+
+
+def rich_table(rows):
+    """The comparison as a rich Table for the terminal."""
+    from rich.table import Table
+
+    table = Table(title="‖w‖² ≤ θ (projection) vs λ‖w‖²/2 (penalty)")
+    for h in HEADERS:
+        table.add_column(h, justify="right")
+    for row in _table_rows(rows):
+        table.add_row(*row)
+    return table
+
+
+def report_md(rows, info, geo, figure: str) -> str:
+    """The run's report.md: the comparison table, what it shows, and the 2-D figure."""
+    worst = max(r["max_abs_diff_w"] for r in rows)
+    lines = [
+        "# Soft vs hard L2 regularization",
+        "",
+        f"Data: the weight-decay demo's training set for seed {info['seed']} "
+        f"({info['n_train']} examples, {info['num_inputs']} inputs). Without a constraint "
+        f"the minimum-norm least-squares solution has ||w||^2 = {info['ls_norm_sq']:.4g}; "
+        "each theta is a fraction of it. Hard: gradient descent with `max_norm_` "
+        "projection onto ||w||^2 <= theta. Soft: gradient descent with `Penalty(l2=lambda)`, "
+        "lambda found by bisection so that the ridge solution has ||w||^2 = theta. Both "
+        "start from the demo's random initial weights and run until no weight moves by "
+        "more than 1e-13 in a step.",
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|" + "---:|" * len(HEADERS),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(rows)]
+    verdict = "the same solution" if worst <= TOLERANCE else "NOT the same solution"
+    lines += [
+        "",
+        f"Largest difference between the two solutions: {worst:.1e} "
+        f"(tolerance {TOLERANCE:g}): {verdict}.",
+        "",
+        "## Why L1 gives zeros and L2 only shrinks",
+        "",
+        f"![L2 ball and L1 diamond]({figure})",
+        "",
+        f"Loss (w - c)^T A (w - c) / 2 with c = {geo['center']}, A = {geo['curvature']}, "
+        f"radius r = {geo['radius']:g}. The L2-constrained optimum "
+        f"({geo['l2_optimum'][0]:.4g}, {geo['l2_optimum'][1]:.4g}) has "
+        f"{geo['l2_exact_zeros']} exact zeros; the L1-constrained optimum "
+        f"({geo['l1_optimum'][0]:.4g}, {geo['l1_optimum'][1]:.4g}) sits on a corner of "
+        f"the diamond with {geo['l1_exact_zeros']} exact zero (proximal steps at L1 "
+        f"strength {geo['l1_strength']:.4g}).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Random regularization layers, each a pure function plus a thin module.
+
+* `dropout` / `Dropout`: inverted dropout (Srivastava et al., JMLR 2014): in
+  training each element is zeroed with probability p and the survivors are
+  scaled by 1 / (1 - p), so the expectation is unchanged and evaluation is the
+  identity. `p` may be a tensor (broadcast against the input), so that models
+  trained together in one vectorized sweep can each have their own rate.
+* `drop_block2d` / `DropBlock2d`: DropBlock (Ghiasi, Lin & Le, arXiv:1810.12890)
+  zeroes contiguous block_size x block_size squares of feature maps.
+* `drop_path` / `DropPath`: stochastic depth (Huang et al., arXiv:1603.09382)
+  zeroes a residual branch for whole examples.
+
+All of them are the identity when `training` is False (the module's `eval()`).
+Randomness comes from torch's global generator or from `generator`.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from regulab import _checks
+
+
+def _rand(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform [0, 1) numbers of `shape`, on like's device and dtype."""
+    if generator is None:
+        return torch.rand(shape, device=like.device, dtype=like.dtype)
+    return torch.rand(shape, generator=generator, device=generator.device, dtype=like.dtype).to(
+        like.device
+    )
+
+
+def _check_p(p):
+    """Validate p (a number or a tensor of numbers) in [0, 1]; return it (floats as float)."""
+    if not isinstance(p, torch.Tensor):
+        return _checks.probability("p", p)
+    # inside torch.func transforms (a vectorized sweep) values cannot be inspected
+    if not torch._C._functorch.is_functorch_wrapped_tensor(p):
+        if not p.is_floating_point():
+            raise ValueError(f"p must be a floating-point tensor; got dtype {p.dtype}")
+        if bool(((p < 0) | (p > 1) | p.isnan()).any()):
+            raise ValueError(f"p must hold numbers in [0, 1]; got {p.tolist()}")
+    return p
+
+
+def _keep_scale(shape, p, like, generator) -> torch.Tensor | None:
+    """1 / (1 - p) where an element is kept (probability 1 - p), 0 where dropped.
+
+    None stands for "keep everything" (float p = 0).
+    """
+    if isinstance(p, float):
+        if p == 0.0:
+            return None
+        if p == 1.0:
+            return torch.zeros(shape, device=like.device, dtype=like.dtype)
+        return (_rand(shape, like, generator) >= p).to(like.dtype) / (1 - p)
+    p = p.to(like.device, like.dtype)
+    keep = _rand(shape, like, generator) >= p
+    # where p = 1 nothing is kept; the masked-out 1 / 0 never reaches the output
+    return torch.where(keep, 1 / (1 - p), 0.0)
+
+
+def dropout(x: torch.Tensor, p, training: bool = True, *, generator=None) -> torch.Tensor:
+    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p).
+
+    p is a number in [0, 1] or a tensor broadcastable to x (e.g. shape (K, 1, 1)
+    for K models stacked along the first dimension). p = 1 returns zeros; in
+    evaluation (training=False) x is returned unchanged.
+    """
+    p = _check_p(p)
+    if not training:
+        return x
+    scale = _keep_scale(x.shape, p, x, generator)
+    return x if scale is None else x * scale
+
+
+def drop_path(x: torch.Tensor, p, training: bool = True, *, generator=None) -> torch.Tensor:
+    """Stochastic depth: zero whole examples (dim 0) with probability p, scale the rest.
+
+    Apply it to a residual branch, `x + drop_path(branch(x), p, self.training)`.
+    """
+    p = _check_p(p)
+    if not training:
+        return x
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    scale = _keep_scale(shape, p, x, generator)
+    return x if scale is None else x * scale
+
+
+def drop_block2d(
+    x: torch.Tensor, p: float, block_size: int, training: bool = True, *, generator=None
+) -> torch.Tensor:
+    """DropBlock on (N, C, H, W) feature maps (Ghiasi et al., arXiv:1810.12890, algorithm 1).
+
+    Block corners are drawn with rate gamma = p * H * W / (bh * bw * (H - bh + 1) * (W - bw + 1)),
+    counting only corners whose block fits inside the map, with bh = min(block_size, H)
+    and bw = min(block_size, W). Each sample and channel gets its own mask; the
+    output is rescaled by (number of elements) / (number kept), as in the paper.
+    Overlapping blocks make the dropped fraction somewhat below p for large p.
+    block_size = 1 is dropout with a batch-wise rescaling.
+    """
+    p = _checks.probability("p", p)
+    _checks.positive_int("block_size", block_size)
+    if x.ndim != 4:
+        raise ValueError(
+            f"x must be a batch of feature maps (N, C, H, W); got shape {tuple(x.shape)}"
+        )
+    if not training or p == 0.0:
+        return x
+    n, c, h, w = x.shape
+    bh, bw = min(block_size, h), min(block_size, w)
+    gamma = min(1.0, p * h * w / (bh * bw * (h - bh + 1) * (w - bw + 1)))
+    corners = (_rand((n, c, h - bh + 1, w - bw + 1), x, generator) < gamma).to(x.dtype)
+    # a block whose top-left corner is (i, j) covers rows i..i+bh-1 and columns j..j+bw-1,
+    # so a pixel is dropped when a corner lies in the bh x bw window above and left of it
+    padded = F.pad(corners, (bw - 1, bw - 1, bh - 1, bh - 1))
+    keep = 1 - F.max_pool2d(padded, (bh, bw), stride=1)
+    return x * (keep * (keep.numel() / keep.sum().clamp_min(1)))
+
+
+class Dropout(nn.Module):
+    """Inverted dropout from scratch; see `dropout`. A tensor p is kept as a buffer."""
+
+    def __init__(self, p: float | torch.Tensor = 0.5):
+        super().__init__()
+        p = _check_p(p)
+        if isinstance(p, torch.Tensor):
+            self.register_buffer("p", p.detach().clone(), persistent=False)
+        else:
+            self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        if isinstance(self.p, torch.Tensor):
+            return f"p=tensor of shape {tuple(self.p.shape)}"
+        return f"p={self.p}"
+
+
+class DropPath(nn.Module):
+    """Stochastic depth for a residual branch; see `drop_path`."""
+
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        self.p = _check_p(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class DropBlock2d(nn.Module):
+    """DropBlock for (N, C, H, W) feature maps; see `drop_block2d`."""
+
+    def __init__(self, p: float = 0.1, block_size: int = 7):
+        super().__init__()
+        self.p = _checks.probability("p", p)
+        self.block_size = _checks.positive_int("block_size", block_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_block2d(x, self.p, self.block_size, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, block_size={self.block_size}"
