@@ -60,7 +60,8 @@ def hflip(x: torch.Tensor, p: float = 0.5, *, generator=None) -> torch.Tensor:
 def gaussian_noise(x: torch.Tensor, std: float, *, generator=None) -> torch.Tensor:
     """Add independent N(0, std^2) noise to every element."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise ValueError("x must be a floating-point tensor")
+        got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating-point tensor; got {got}")
     std = _checks.non_negative("std", std)
     if std == 0:
         return x

@@ -284,7 +284,8 @@ def run_constraints(args, console) -> int:
     console.print(equivalence.rich_table(rows))
     console.print(
         f"2-D picture, r = {geo['radius']:g}: L2 optimum {_pair(geo['l2_optimum'])}, "
-        f"L1 optimum {_pair(geo['l1_optimum'])} ({geo['l1_exact_zeros']} exact zero)",
+        f"L1 optimum {_pair(geo['l1_optimum'])} (exact zeros: L2 {geo['l2_exact_zeros']}, "
+        f"L1 {geo['l1_exact_zeros']})",
         soft_wrap=True,
     )
     console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)

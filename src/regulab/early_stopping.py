@@ -7,6 +7,7 @@ are those of the best epoch, not the last.
 """
 
 import math
+from numbers import Real
 
 import torch
 
@@ -23,7 +24,9 @@ class EarlyStopping:
     `update` says stop; call `restore(model)` after the last epoch too, so that the
     best weights are used whether or not training stopped early.
 
-    `value` is a number or a dict of metrics from which `monitor` is read.
+    `value` is a number or a dict of metrics from which `monitor` is read. Without a
+    model, `update` only tracks the metric; once it has kept weights it needs the
+    model on every call.
     Learned state: best_, best_epoch_ (0-based count of updates), wait_,
     stopped_epoch_ (None until stopping), best_state_ (a copy of the state dict).
     """
@@ -67,8 +70,12 @@ class EarlyStopping:
                 )
             value = value[self.monitor]
         if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"value must be one number; got a tensor of shape {tuple(value.shape)}"
+                )
             value = value.item()
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, Real):
             raise ValueError(f"value must be a number or a dict of numbers; got {value!r}")
         return float(value)
 
@@ -85,6 +92,11 @@ class EarlyStopping:
         if self.stopped_epoch_ is not None:
             raise RuntimeError("update() called after EarlyStopping said stop; make a new one")
         value = self._read(value)
+        if model is None and self.best_state_ is not None:
+            raise ValueError(
+                "model must be given on every update once best weights are kept "
+                "(restore_best=True); otherwise a later best epoch would restore stale weights"
+            )
         epoch = self.epochs_
         self.epochs_ += 1
         if self.improved(value):

@@ -210,9 +210,10 @@ def report_md(rows, info, geo, figure: str) -> str:
         f"radius r = {geo['radius']:g}. The L2-constrained optimum "
         f"({geo['l2_optimum'][0]:.4g}, {geo['l2_optimum'][1]:.4g}) has "
         f"{geo['l2_exact_zeros']} exact zeros; the L1-constrained optimum "
-        f"({geo['l1_optimum'][0]:.4g}, {geo['l1_optimum'][1]:.4g}) sits on a corner of "
-        f"the diamond with {geo['l1_exact_zeros']} exact zero (proximal steps at L1 "
-        f"strength {geo['l1_strength']:.4g}).",
+        f"({geo['l1_optimum'][0]:.4g}, {geo['l1_optimum'][1]:.4g}) has "
+        f"{geo['l1_exact_zeros']} (proximal steps at L1 strength {geo['l1_strength']:.4g}). "
+        "Where the contours first touch the diamond at a corner, a weight is exactly zero; "
+        "a ball has no corners.",
         "",
     ]
     return "\n".join(lines)

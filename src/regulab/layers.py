@@ -56,8 +56,9 @@ def _keep_scale(shape, p, like, generator) -> torch.Tensor | None:
         return (_rand(shape, like, generator) >= p).to(like.dtype) / (1 - p)
     p = p.to(like.device, like.dtype)
     keep = _rand(shape, like, generator) >= p
-    # where p = 1 nothing is kept; the masked-out 1 / 0 never reaches the output
-    return torch.where(keep, 1 / (1 - p), 0.0)
+    # where p = 1 nothing is kept; 1 - p is replaced by 1 there so that no 1 / 0
+    # appears, not even in a gradient with respect to p
+    return torch.where(keep, 1 / torch.where(p < 1, 1 - p, 1.0), 0.0)
 
 
 def dropout(x: torch.Tensor, p, training: bool = True, *, generator=None) -> torch.Tensor:
@@ -78,11 +79,19 @@ def drop_path(x: torch.Tensor, p, training: bool = True, *, generator=None) -> t
     """Stochastic depth: zero whole examples (dim 0) with probability p, scale the rest.
 
     Apply it to a residual branch, `x + drop_path(branch(x), p, self.training)`.
+    p is a number or a tensor: 0-d, or of shape (N,) for one rate per example.
     """
     p = _check_p(p)
     if not training:
         return x
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    if isinstance(p, torch.Tensor) and p.ndim == 1:
+        if p.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"p of shape (N,) must have one rate per example, N = {x.shape[0]}; "
+                f"got shape {tuple(p.shape)}"
+            )
+        p = p.view(shape)
     scale = _keep_scale(shape, p, x, generator)
     return x if scale is None else x * scale
 
@@ -115,7 +124,9 @@ def drop_block2d(
     # so a pixel is dropped when a corner lies in the bh x bw window above and left of it
     padded = F.pad(corners, (bw - 1, bw - 1, bh - 1, bh - 1))
     keep = 1 - F.max_pool2d(padded, (bh, bw), stride=1)
-    return x * (keep * (keep.numel() / keep.sum().clamp_min(1)))
+    # counted in at least float32: a float16 sum overflows past 65504
+    kept = keep.sum(dtype=torch.promote_types(x.dtype, torch.float32)).clamp_min(1)
+    return x * (keep * (keep.numel() / kept).to(x.dtype))
 
 
 class Dropout(nn.Module):
@@ -138,18 +149,14 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-class DropPath(nn.Module):
-    """Stochastic depth for a residual branch; see `drop_path`."""
+class DropPath(Dropout):
+    """Stochastic depth for a residual branch; see `drop_path`. A tensor p is a buffer."""
 
-    def __init__(self, p: float = 0.1):
-        super().__init__()
-        self.p = _check_p(p)
+    def __init__(self, p: float | torch.Tensor = 0.1):
+        super().__init__(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class DropBlock2d(nn.Module):

@@ -89,11 +89,12 @@ class Penalty:
         self.l1 = _checks.non_negative("l1", l1)
         self.l2 = _checks.non_negative("l2", l2)
         items = params_or_groups
-        if isinstance(items, torch.Tensor):
-            items = [items]
-        items = list(items)
-        if items and all(isinstance(g, dict) for g in items):
-            groups = items
+        if (
+            isinstance(items, dict | list | tuple)
+            and items
+            and all(isinstance(g, dict) for g in items)
+        ):
+            groups = list(items)
         else:
             groups = [{"params": _checks.tensors("params_or_groups", items)}]
         self.groups = []

@@ -1,0 +1,121 @@
+"""Overhead of the fused gradient penalty in a training step.
+
+    python benchmarks/penalty.py [--quick]
+
+For an MLP 784-256-256-10 and a small CNN (two conv-BN-ReLU-pool blocks) at batch
+256, one SGD step (forward, cross-entropy, backward, step) is timed three ways,
+alternating in one loop so all see the same machine load:
+
+* none:     no penalty;
+* penalty:  `Penalty(params, l1, l2).apply_()` between backward() and step();
+* autograd: l1 * l1_penalty(params) + l2 * l2_penalty(params) added to the loss
+            (the tutorial way).
+
+Each repeat times a block of steps; the figure is the median over repeats of the
+time per step. Target: penalty / none <= 1.05. Prints a table, then one JSON line.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from regulab import Penalty, l1_penalty, l2_penalty
+
+L1, L2 = 1e-5, 5e-4
+BATCH = 256
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+        nn.Linear(256, 10),
+    )  # fmt: skip
+
+
+def cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
+    )  # fmt: skip
+
+
+def make_step(model: nn.Module, variant: str, x: torch.Tensor, y: torch.Tensor):
+    """A function doing one training step of `model` with the given penalty variant."""
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    penalty = Penalty(params, l1=L1, l2=L2)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        if variant == "autograd":
+            loss = loss + L1 * l1_penalty(params) + L2 * l2_penalty(params)
+        loss.backward()
+        if variant == "penalty":
+            penalty.apply_()
+        opt.step()
+
+    return step
+
+
+VARIANTS = ("none", "penalty", "autograd")
+
+
+def time_model(build, repeats: int, steps: int) -> dict[str, float]:
+    """Median seconds per step of each variant, blocks of `steps` steps interleaved."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 1, 28, 28, generator=g)
+    y = torch.randint(10, (BATCH,), generator=g)
+    runs = {}
+    for variant in VARIANTS:
+        torch.manual_seed(0)
+        runs[variant] = make_step(build(), variant, x, y)
+    times = {v: [] for v in VARIANTS}
+    for r in range(repeats + 1):  # round 0 warms up and is dropped
+        order = VARIANTS if r % 2 else VARIANTS[::-1]  # no variant always goes first
+        for variant in order:
+            start = time.perf_counter()
+            for _ in range(steps):
+                runs[variant]()
+            if r:
+                times[variant].append((time.perf_counter() - start) / steps)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    quick = parser.parse_args().quick
+    repeats, steps = (5, 3) if quick else (30, 10)
+
+    figures = {"benchmark": "penalty", "quick": quick, "threads": torch.get_num_threads(),
+               "repeats": repeats, "steps_per_repeat": steps, "batch": BATCH, "l1": L1, "l2": L2}  # fmt: skip
+    rows = []
+    for name, build in (("mlp_784_256_256_10", mlp), ("cnn_small", cnn)):
+        t = time_model(build, repeats, steps)
+        for v in VARIANTS:
+            figures[f"{name}_{v}_step_s"] = t[v]
+        figures[f"{name}_penalty_over_none"] = t["penalty"] / t["none"]
+        figures[f"{name}_autograd_over_none"] = t["autograd"] / t["none"]
+        rows.append((name, t))
+
+    print(f"{'model':<20} {'none ms':>9} {'penalty ms':>11} {'autograd ms':>12} "
+          f"{'penalty/none':>13} {'autograd/none':>14}")  # fmt: skip
+    for name, t in rows:
+        print(
+            f"{name:<20} {t['none'] * 1e3:9.2f} {t['penalty'] * 1e3:11.2f} "
+            f"{t['autograd'] * 1e3:12.2f} {t['penalty'] / t['none']:13.3f} "
+            f"{t['autograd'] / t['none']:14.3f}"
+        )
+    print("target: penalty/none <= 1.05")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
