@@ -1,5 +1,7 @@
 """The README's Python examples run, and the copies there agree with the library."""
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -17,9 +19,22 @@ def python_blocks():
 def test_readme_examples_run_and_the_copies_match_the_library():
     namespace = {}
     blocks = python_blocks()
-    assert len(blocks) == 3
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+    assert len(blocks) == 11
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for block in blocks:
+            exec(compile(block, str(README), "exec"), namespace)
+    lines = printed.getvalue().splitlines()
+    # what the README's comments say these examples print
+    for expected in (
+        "decay: weight_decay=0.0005, 2 tensors, 203,264 parameters",
+        "no_decay: weight_decay=0, 4 tensors, 778 parameters",
+        "12",
+        "DropBlock2d(p=0.1, block_size=3) Dropout(p=0.5)",
+        "0.5 1 3",
+    ):
+        assert expected in lines
+    assert any(line.startswith("0.0707") for line in lines)
     g = torch.Generator().manual_seed(1)
     x, y = synthetic_linear(20, generator=g)
     w0 = torch.randn(200, generator=g)

@@ -114,10 +114,11 @@ def plot_geometry(result: dict, path=None):
     grid = torch.linspace(-lim, lim, 301, dtype=torch.float64)
     w1, w2 = torch.meshgrid(grid, grid, indexing="xy")
     z = loss(torch.stack([w1, w2], -1), c, result["curvature"]).numpy()
-    fig = Figure(figsize=(10, 5), layout="constrained")
+    fig = Figure(figsize=(10, 5.4), layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.12)
     panels = (
-        ("L2: ||w||_2 <= r", "l2_optimum", Circle((0, 0), r)),
-        ("L1: ||w||_1 <= r", "l1_optimum", Polygon([(r, 0), (0, r), (-r, 0), (0, -r)])),
+        (r"L2 ball $\|w\|_2 \leq r$", "l2_optimum", Circle((0, 0), r)),
+        (r"L1 diamond $\|w\|_1 \leq r$", "l1_optimum", Polygon([(r, 0), (0, r), (-r, 0), (0, -r)])),
     )
     for ax, (title, key, shape) in zip(fig.subplots(1, 2), panels, strict=True):
         opt = result[key]

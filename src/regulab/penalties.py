@@ -107,6 +107,7 @@ class Penalty:
             g_l2 = _checks.non_negative(f"params_or_groups[{i}]['l2']", group.get("l2", self.l2))
             params = _checks.tensors(f"params_or_groups[{i}]['params']", group["params"])
             self.groups.append((params, g_l1, g_l2))
+        self._sign_buffers = {}
 
     def __repr__(self) -> str:
         sizes = [sum(p.numel() for p in params) for params, _, _ in self.groups]
@@ -125,7 +126,24 @@ class Penalty:
             if l2:
                 torch._foreach_add_(grads, with_grad, alpha=l2)
             if l1:
-                torch._foreach_add_(grads, torch._foreach_sign(with_grad), alpha=l1)
+                torch._foreach_add_(grads, self._signs(with_grad), alpha=l1)
+
+    def _signs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """sign(w) for each tensor, written into buffers kept between steps.
+
+        A fresh tensor per step costs page faults on the CPU comparable to the
+        arithmetic; the buffers cost one copy of the L1-penalized weights in memory.
+        """
+        key = tuple(id(p) for p in params)
+        bufs = self._sign_buffers.get(key)
+        if bufs is None or any(
+            b.shape != p.shape or b.dtype != p.dtype or b.device != p.device
+            for b, p in zip(bufs, params, strict=True)
+        ):
+            bufs = self._sign_buffers[key] = [torch.empty_like(p) for p in params]
+        for p, b in zip(params, bufs, strict=True):
+            torch.sign(p, out=b)
+        return bufs
 
     @torch.no_grad()
     def value(self) -> torch.Tensor:
