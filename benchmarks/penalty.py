@@ -3,7 +3,7 @@
     python benchmarks/penalty.py [--quick]
 
 For an MLP 784-256-256-10 and a small CNN (two conv-BN-ReLU-pool blocks) at batch
-256, one SGD step (forward, cross-entropy, backward, step) is timed three ways,
+256, one SGD step (forward, cross-entropy, backward, step) is timed four ways,
 alternating in one loop so all see the same machine load:
 
 * none:     no penalty;

@@ -40,13 +40,15 @@ def test_writes_the_documented_run_folder(run):
         "seconds",
         "data",
         "tolerance",
-        "max_abs_diff_w",
+        "max_rel_diff_w",
+        "converged",
         "equivalent",
         "equivalence",
         "geometry",
     }
     assert summary["equivalent"] is True
-    assert summary["max_abs_diff_w"] < 1e-8
+    assert summary["max_rel_diff_w"] < 1e-6
+    assert summary["converged"] is True
     assert [set(r) for r in summary["equivalence"]] == [set(equivalence.COLUMNS)]
     assert summary["geometry"]["radius"] == 0.5
     assert summary["geometry"]["l1_exact_zeros"] == 1
@@ -77,6 +79,7 @@ def test_prints_the_table_and_the_report_path(tmp_path, capsys):
         (["--fractions", "0.5,0.5"], "--fractions"),
         (["--radius", "0"], "--radius: must be a finite number > 0; got '0'"),
         (["--seed", "-1"], "--seed"),
+        (["--seed", "99999999999999999999"], "--seed: must be an integer in [0, 2^63)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):

@@ -77,3 +77,10 @@ def test_radius_zero_gives_zeros():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         max_norm_(torch.ones(2, 2), **kwargs)
+
+
+def test_per_slice_projection_applies_to_every_tensor():
+    a, b = torch.full((2, 3), 2.0), torch.full((4, 2), 3.0)
+    max_norm_([a, b], 1.0, dim=0)
+    for t in (a, b):
+        assert torch.allclose(t.norm(dim=1), torch.ones(t.shape[0]))

@@ -23,8 +23,10 @@ def test_bisection_finds_the_lambda_of_a_radius():
 def test_constrained_and_penalized_solutions_agree_on_the_demo_problem():
     rows, info = equivalence.experiment(seed=0, fractions=(0.2, 0.7))
     assert info["n_train"] == 20 and info["num_inputs"] == 200
+    assert equivalence.equivalent(rows)
     for row in rows:
-        assert row["max_abs_diff_w"] <= equivalence.TOLERANCE
+        assert row["converged"]
+        assert row["rel_diff_w"] <= equivalence.TOLERANCE
         assert row["max_abs_diff_w"] < 1e-8  # what is actually reached
         assert row["abs_diff_b"] < 1e-8
         assert row["max_abs_diff_closed_form"] < 1e-8
@@ -35,8 +37,9 @@ def test_constrained_and_penalized_solutions_agree_on_the_demo_problem():
 def test_the_constraint_binds_only_below_the_unconstrained_norm():
     x, y = demo_data()
     theta = 0.5 * float(ridge(x, y, 0.0)[0].square().sum())
-    w, _, _ = equivalence.solve_constrained(x, y, theta)
-    unconstrained, _, _ = equivalence.solve_penalized(x, y, 0.0)
+    w, _, _, converged = equivalence.solve_constrained(x, y, theta)
+    assert converged
+    unconstrained, _, _, _ = equivalence.solve_penalized(x, y, 0.0)
     assert float(w.square().sum()) == pytest.approx(theta, rel=1e-9)
     assert float(unconstrained.square().sum()) > 1.9 * theta
 
@@ -96,3 +99,10 @@ def test_the_experiment_uses_the_demos_training_set_and_initial_weights():
     assert torch.equal(x.float(), x32) and torch.equal(y.float(), y32)
     _, info = equivalence.experiment(seed=3, fractions=(0.5,))
     assert info["ls_norm_sq"] == pytest.approx(float(ridge(x, y, 0.0)[0].square().sum()))
+
+
+def test_a_solver_that_runs_out_of_steps_says_so_and_is_not_called_equivalent():
+    rows, _ = equivalence.experiment(seed=0, fractions=(0.5,), max_steps=50)
+    assert not rows[0]["converged"]
+    assert rows[0]["steps_hard"] == 50
+    assert not equivalence.equivalent(rows)

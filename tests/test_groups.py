@@ -21,7 +21,7 @@ class Net(nn.Module):
 
 
 def names(groups, kind):
-    return {n for g in groups if g["name"] == kind for n in g["param_names"]}
+    return {n for g in groups if g["name"] == kind for n in g["names"]}
 
 
 def test_matrices_decay_biases_norms_and_frozen_do_not():
@@ -100,3 +100,21 @@ def test_all_frozen_and_lazy_models_are_refused_clearly():
         param_groups(frozen, 0.1)
     with pytest.raises(ValueError, match="forward pass"):
         param_groups(nn.LazyLinear(3), 0.1)
+
+
+def test_a_two_dimensional_rms_norm_scale_is_not_decayed():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (2, 2)), nn.RMSNorm([2, 2]))
+    groups = param_groups(model, 0.1)
+    assert names(groups, "decay") == {"0.weight"}
+    assert "2.weight" in names(groups, "no_decay")
+
+
+def test_groups_mix_with_the_users_own_groups():
+    body, head = nn.Linear(3, 3), nn.Linear(3, 1)
+    opt = torch.optim.AdamW([*param_groups(body, 0.1), {"params": head.parameters()}])
+    assert len(opt.param_groups) == 3
+
+
+def test_no_decay_patterns_may_come_from_a_generator():
+    groups = param_groups(Net(), 0.1, no_decay=(p for p in ["embed.*"]))
+    assert "embed.weight" in names(groups, "no_decay")

@@ -417,3 +417,35 @@ def test_drop_path_module_keeps_a_tensor_p_as_a_buffer():
     module = DropPath(torch.tensor(0.25))
     assert "p" in dict(module.named_buffers())
     assert "tensor of shape ()" in repr(module)
+
+
+def test_drop_path_module_drops_whole_examples():
+    torch.manual_seed(3)
+    out = DropPath(0.5)(torch.ones(400, 8))
+    rows = out.sum(dim=1)
+    assert set(rows.unique().tolist()) <= {0.0, 16.0}
+    assert 0 < int((rows == 0).sum()) < 400
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_drop_the_right_fraction(dtype):
+    torch.manual_seed(4)
+    n = 1_000_000
+    for p in (0.1, 0.9):
+        dropped = float((dropout(torch.ones(n, dtype=dtype), p) == 0).float().mean())
+        assert abs(dropped - p) <= 5 * math.sqrt(p * (1 - p) / n)
+    x = torch.ones(64, 16, 16, 16, dtype=dtype)
+    low = float((drop_block2d(x, 0.1, 5) == 0).float().mean())
+    full = float((drop_block2d(x.float(), 0.1, 5) == 0).float().mean())
+    assert abs(low - full) < 0.01
+
+
+def test_bad_inputs_to_the_layers_are_named():
+    with pytest.raises(ValueError, match="floating-point"):
+        dropout(torch.ones(3, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="broadcasts to x"):
+        dropout(torch.ones(3, 4), torch.tensor([0.1, 0.2]))
+    with pytest.raises(ValueError, match="0-d"):
+        drop_path(torch.tensor(1.0), 0.5)
+    with pytest.raises(ValueError, match="generator"):
+        dropout(torch.ones(3), 0.5, generator=5)

@@ -206,3 +206,22 @@ def test_num_batches_tracked_counts_training_steps_only():
 
 def test_extra_repr_shows_settings():
     assert "4, momentum=0.3, eps=0.001" in repr(BatchNorm(4, momentum=0.3, eps=1e-3))
+
+
+def test_half_precision_input_with_float32_statistics_matches_torch():
+    torch.manual_seed(5)
+    ours, ref = BatchNorm(4), torch.nn.BatchNorm2d(4)
+    x = torch.randn(8, 4, 5, 5).half()
+    assert torch.equal(ours(x), ref(x))
+    assert torch.allclose(ours.running_var, ref.running_var, atol=1e-6)
+    ours.eval(), ref.eval()
+    assert ours(x).dtype == torch.float16
+    assert torch.equal(ours(x), ref(x))
+
+
+def test_statistics_of_the_wrong_shape_are_named():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"gamma must have shape \(3,\)"):
+        batch_norm(x, torch.ones(2), None, None, None, training=True)
+    with pytest.raises(ValueError, match="running_var"):
+        batch_norm(x, None, None, torch.zeros(3), torch.ones(4), training=False)

@@ -292,3 +292,56 @@ def test_decoupled_decay_with_plain_sgd_equals_sgd_weight_decay():
 def test_bad_arguments_name_the_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_penalty_applied_twice_uses_the_current_signs():
+    w = torch.tensor([1.0, -2.0])
+    penalty = Penalty([w], l1=0.5)
+    w.grad = torch.zeros(2)
+    penalty.apply_()
+    w.mul_(-1)  # the weights change sign between steps
+    w.grad = torch.zeros(2)
+    penalty.apply_()
+    assert torch.equal(w.grad, torch.tensor([-0.5, 0.5]))
+
+
+def test_a_parameter_listed_twice_is_refused():
+    w = torch.ones(2)
+    with pytest.raises(ValueError, match="more than once"):
+        Penalty([w, w], l2=1.0)
+    with pytest.raises(ValueError, match="more than once"):
+        Penalty([{"params": [w]}, {"params": [w]}], l2=1.0)
+
+
+def test_named_parameters_get_a_hint():
+    with pytest.raises(ValueError, match=r"not model.named_parameters\(\)"):
+        Penalty(mlp().named_parameters(), l2=1.0)
+
+
+def test_elastic_net_of_a_generator_keeps_both_terms():
+    p = torch.ones(2)
+    assert float(elastic_net_penalty((t for t in [p]), 0.5)) == pytest.approx(0.5 * 2 + 0.5 * 1)
+
+
+def test_group_lasso_negative_dim_and_bad_dim():
+    w = torch.tensor([[3.0, 0.0], [4.0, 1.0]])
+    assert float(group_lasso_penalty(w, dim=-1)) == pytest.approx(5.0 + 1.0)  # columns
+    with pytest.raises(ValueError, match="dim must be in"):
+        group_lasso_penalty(w, dim=2)
+    assert float(group_lasso_penalty([w, torch.ones(0, 3)], dim=0)) == pytest.approx(3 + 17**0.5)
+
+
+def test_prox_l1_thresholds_every_tensor_including_0d():
+    a, b, c = torch.tensor([0.3, -2.0]), torch.tensor([[1.5]]), torch.tensor(-0.7)
+    prox_l1_([a, b, c], 0.5)
+    assert torch.equal(a, torch.tensor([0.0, -1.5]))
+    assert torch.equal(b, torch.tensor([[1.0]]))
+    assert float(c) == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="floating-point"):
+        prox_l1_([torch.ones(2, dtype=torch.long)], 0.1)
+
+
+def test_decoupled_decay_accepts_a_tensor_lr():
+    w = torch.ones(3)
+    decoupled_weight_decay_([w], lr=torch.tensor(0.1), weight_decay=0.5)
+    assert torch.allclose(w, torch.full((3,), 0.95))

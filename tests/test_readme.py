@@ -55,3 +55,12 @@ def test_readme_table_is_what_the_default_demo_prints():
     readme_lines = {" ".join(line.split()) for line in README.read_text().splitlines()}
     for row in report.table_rows(summary):
         assert " ".join(" ".join(row).split()) in readme_lines
+
+
+def test_readme_constraints_table_is_what_the_default_command_computes():
+    from regulab import equivalence
+
+    rows, _ = equivalence.experiment()
+    readme_lines = {" ".join(line.split()) for line in README.read_text().splitlines()}
+    for row in equivalence._table_rows(rows):
+        assert "│ " + " │ ".join(row) + " │" in readme_lines

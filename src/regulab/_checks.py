@@ -74,6 +74,13 @@ def tensors(name: str, params) -> list:
         items = list(params)
     except TypeError:
         items = None
+    if items and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], torch.Tensor) for p in items
+    ):
+        raise ValueError(
+            f"{name} must be tensors, not (name, tensor) pairs: pass model.parameters(), "
+            "not model.named_parameters()"
+        )
     if items is None or not all(isinstance(p, torch.Tensor) for p in items):
         raise ValueError(
             f"{name} must be a tensor or an iterable of tensors, such as "

@@ -25,9 +25,18 @@ def _check_images(x: torch.Tensor) -> None:
         raise ValueError(f"x must be a batch of images (N, C, H, W); got {shape}")
 
 
+def _device(x: torch.Tensor, generator) -> torch.device:
+    """Where to draw: on the generator's device when one is given, else on x's."""
+    if generator is None:
+        return x.device
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {generator!r}")
+    return generator.device
+
+
 def _randint(high: int, n: int, x: torch.Tensor, generator) -> torch.Tensor:
     """n integers uniform in [0, high), on x's device."""
-    device = generator.device if generator is not None else x.device
+    device = _device(x, generator)
     return torch.randint(high, (n,), generator=generator, device=device).to(x.device)
 
 
@@ -52,7 +61,7 @@ def hflip(x: torch.Tensor, p: float = 0.5, *, generator=None) -> torch.Tensor:
     """Mirror each example left-right (last dimension) with probability p."""
     _check_images(x)
     p = _checks.probability("p", p)
-    device = generator.device if generator is not None else x.device
+    device = _device(x, generator)
     flip = (torch.rand(x.shape[0], generator=generator, device=device) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
@@ -65,7 +74,7 @@ def gaussian_noise(x: torch.Tensor, std: float, *, generator=None) -> torch.Tens
     std = _checks.non_negative("std", std)
     if std == 0:
         return x
-    device = generator.device if generator is not None else x.device
+    device = _device(x, generator)
     noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     return x + std * noise.to(x.device)
 

@@ -5,16 +5,24 @@ given, and exit with code 2; no traceback, nothing written.
 """
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 from regulab import __version__
+from regulab.cli_args import (
+    EXIT_USAGE,
+    Parser,
+    device,
+    fraction_list,
+    lambda_list,
+    out_path,
+    positive_float,
+    positive_int,
+    typed,
+)
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -22,76 +30,11 @@ class UsageError(ValueError):
     """Settings that passed the parser but not the command's own checks."""
 
 
-class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line on stderr and exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _typed(convert, check, allowed):
-    """An argparse type: convert the text, then check it; errors state `allowed` and the text."""
-
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not check(value):
-            raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _typed(int, lambda v: v >= 1, "a positive integer (1, 2, ...)")
-positive_float = _typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-
-
-def _lambda_list(text: str) -> tuple[float, ...]:
-    """Parse '0,3' into (0.0, 3.0): distinct finite numbers >= 0."""
-    allowed = "a comma-separated list of distinct finite numbers >= 0, such as 0,3"
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if (
-        not values
-        or any(not math.isfinite(v) or v < 0 for v in values)
-        or len(set(values)) != len(values)
-    ):
-        raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
-    return values
-
-
-def _out_path(text: str) -> Path:
-    """A non-empty folder path."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"must be a folder path; got {text!r}")
-    return Path(text)
-
-
-def _device(text: str) -> str:
-    """A torch device that exists on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
-    import torch
-
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if torch.backends.mps.is_available():
-        available.append("mps")
-    if text not in available:
-        raise argparse.ArgumentTypeError(
-            f"must be a device available on this machine ({', '.join(available)}); got {text!r}"
-        )
-    return text
-
-
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab demo`."""
     p.add_argument(
         "--lambdas",
-        type=_lambda_list,
+        type=lambda_list,
         default=(0.0, 3.0),
         metavar="L1,L2,...",
         help="L2 strengths, penalty lambda*||w||^2/2 (default: 0,3)",
@@ -127,10 +70,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         help="hand-written loss and step, or nn.Linear + torch.optim.SGD "
         "weight_decay (same result; default: scratch)",
     )
-    p.add_argument("--device", type=_device, default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--device", type=device, default="cpu", help="torch device (default: cpu)")
     p.add_argument(
         "--out",
-        type=_out_path,
+        type=out_path,
         metavar="DIR",
         help="run folder to write (default: runs/demo-YYYYmmdd-HHMMSS)",
     )
@@ -200,25 +143,11 @@ def run_demo(args, console) -> int:
     return 0
 
 
-def _fraction_list(text: str) -> tuple[float, ...]:
-    """Parse '0.1,0.5' into (0.1, 0.5): distinct numbers strictly between 0 and 1."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(0 < v < 1 for v in values) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(
-            f"must be a comma-separated list of distinct numbers in (0, 1), such as "
-            f"0.1,0.5,0.9; got {text!r}"
-        )
-    return values
-
-
 def add_constraints_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab constraints`."""
     p.add_argument(
         "--fractions",
-        type=_fraction_list,
+        type=fraction_list,
         default=(0.1, 0.5, 0.9),
         metavar="F1,F2,...",
         help="radii theta as fractions of the unconstrained minimum-norm ||w||^2 "
@@ -226,7 +155,7 @@ def add_constraints_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seed",
-        type=_typed(int, lambda v: v >= 0, "an integer >= 0"),
+        type=typed(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"),
         default=0,
         help="seed of the demo's data set and initial weights (default: 0)",
     )
@@ -238,7 +167,7 @@ def add_constraints_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        type=_out_path,
+        type=out_path,
         metavar="DIR",
         help="run folder to write (default: runs/constraints-YYYYmmdd-HHMMSS)",
     )
@@ -275,13 +204,20 @@ def run_constraints(args, console) -> int:
                 "seconds": round(seconds, 3),
                 "data": info,
                 "tolerance": equivalence.TOLERANCE,
-                "max_abs_diff_w": max(r["max_abs_diff_w"] for r in rows),
-                "equivalent": all(r["max_abs_diff_w"] <= equivalence.TOLERANCE for r in rows),
+                "max_rel_diff_w": max(r["rel_diff_w"] for r in rows),
+                "converged": all(r["converged"] for r in rows),
+                "equivalent": equivalence.equivalent(rows),
                 "equivalence": rows,
                 "geometry": geo,
             },
         )
     console.print(equivalence.rich_table(rows))
+    if not all(r["converged"] for r in rows):
+        console.print(
+            f"warning: some solvers did not converge within {equivalence.MAX_STEPS:,} steps; "
+            "the comparison is not conclusive for those theta",
+            soft_wrap=True,
+        )
     console.print(
         f"2-D picture, r = {geo['radius']:g}: L2 optimum {_pair(geo['l2_optimum'])}, "
         f"L1 optimum {_pair(geo['l1_optimum'])} (exact zeros: L2 {geo['l2_exact_zeros']}, "

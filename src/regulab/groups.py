@@ -18,7 +18,7 @@ NORM_LAYERS = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm
     nn.GroupNorm,
     nn.LayerNorm,
-    nn.RMSNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),  # torch >= 2.4
 )
 
 
@@ -33,7 +33,8 @@ def param_groups(
     gets weight_decay = 0. Frozen parameters (requires_grad=False) are left out.
 
     The result goes to any torch optimizer, e.g. `torch.optim.AdamW(groups, lr=1e-3)`.
-    Each group also holds "name" ("decay" or "no_decay"), "param_names" and
+    Each group also holds "name" ("decay" or "no_decay"), "names" (the parameter
+    names; not torch's reserved "param_names", so the groups mix with others) and
     "penalize" (True for the decayed group; `Penalty` skips groups where it is
     False). Empty groups are left out. `describe_groups` reports their sizes.
 
@@ -41,8 +42,16 @@ def param_groups(
     weight_decay * w to the gradient (coupled L2, penalty weight_decay * ||w||^2 / 2);
     AdamW multiplies w by 1 - lr * weight_decay each step (decoupled).
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     weight_decay = _checks.non_negative("weight_decay", weight_decay)
+    if no_decay is None:
+        no_decay = ()
     if isinstance(no_decay, str):
+        no_decay = (no_decay,)
+    try:
+        no_decay = tuple(no_decay)  # a generator would be used up by the first check
+    except TypeError:
         no_decay = (no_decay,)
     if not all(isinstance(p, str) for p in no_decay):
         raise ValueError(
@@ -87,7 +96,7 @@ def param_groups(
                     "params": [names[n] for n in members],
                     "weight_decay": wd,
                     "name": group_name,
-                    "param_names": members,
+                    "names": members,
                     "penalize": group_name == "decay",
                 }
             )

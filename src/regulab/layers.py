@@ -21,13 +21,38 @@ from torch.nn import functional as F
 from regulab import _checks
 
 
+def _draw_dtype(like: torch.Tensor) -> torch.dtype:
+    """Random numbers are drawn in at least float32: in float16 or bfloat16 the uniform
+    draws are too coarse, and comparing them with p would drop the wrong fraction."""
+    return torch.promote_types(like.dtype, torch.float32)
+
+
 def _rand(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform [0, 1) numbers of `shape`, on like's device and dtype."""
+    """Uniform [0, 1) numbers of `shape`, on like's device, in at least float32."""
+    dtype = _draw_dtype(like)
     if generator is None:
-        return torch.rand(shape, device=like.device, dtype=like.dtype)
-    return torch.rand(shape, generator=generator, device=generator.device, dtype=like.dtype).to(
+        return torch.rand(shape, device=like.device, dtype=dtype)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {generator!r}")
+    return torch.rand(shape, generator=generator, device=generator.device, dtype=dtype).to(
         like.device
     )
+
+
+def _check_input(x, p) -> None:
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a floating-point tensor; got {got}")
+    if isinstance(p, torch.Tensor):
+        try:
+            shape = torch.broadcast_shapes(p.shape, x.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(
+                f"p must be a number or a tensor that broadcasts to x's shape {tuple(x.shape)}; "
+                f"got a tensor of shape {tuple(p.shape)}"
+            )
 
 
 def _check_p(p):
@@ -46,19 +71,20 @@ def _check_p(p):
 def _keep_scale(shape, p, like, generator) -> torch.Tensor | None:
     """1 / (1 - p) where an element is kept (probability 1 - p), 0 where dropped.
 
-    None stands for "keep everything" (float p = 0).
+    None stands for "keep everything" (float p = 0). The result has like's dtype.
     """
     if isinstance(p, float):
         if p == 0.0:
             return None
         if p == 1.0:
             return torch.zeros(shape, device=like.device, dtype=like.dtype)
-        return (_rand(shape, like, generator) >= p).to(like.dtype) / (1 - p)
-    p = p.to(like.device, like.dtype)
+        keep = _rand(shape, like, generator) >= p
+        return (keep.to(_draw_dtype(like)) / (1 - p)).to(like.dtype)
+    p = p.to(like.device, _draw_dtype(like))
     keep = _rand(shape, like, generator) >= p
     # where p = 1 nothing is kept; 1 - p is replaced by 1 there so that no 1 / 0
     # appears, not even in a gradient with respect to p
-    return torch.where(keep, 1 / torch.where(p < 1, 1 - p, 1.0), 0.0)
+    return torch.where(keep, 1 / torch.where(p < 1, 1 - p, 1.0), 0.0).to(like.dtype)
 
 
 def dropout(x: torch.Tensor, p, training: bool = True, *, generator=None) -> torch.Tensor:
@@ -69,6 +95,7 @@ def dropout(x: torch.Tensor, p, training: bool = True, *, generator=None) -> tor
     evaluation (training=False) x is returned unchanged.
     """
     p = _check_p(p)
+    _check_input(x, p)
     if not training:
         return x
     scale = _keep_scale(x.shape, p, x, generator)
@@ -82,6 +109,9 @@ def drop_path(x: torch.Tensor, p, training: bool = True, *, generator=None) -> t
     p is a number or a tensor: 0-d, or of shape (N,) for one rate per example.
     """
     p = _check_p(p)
+    if isinstance(x, torch.Tensor) and x.ndim == 0:
+        raise ValueError("x must be a batch (N, ...) with examples along dim 0; got a 0-d tensor")
+    _check_input(x, p if not isinstance(p, torch.Tensor) or p.ndim != 1 else 0.0)
     if not training:
         return x
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
@@ -110,6 +140,7 @@ def drop_block2d(
     """
     p = _checks.probability("p", p)
     _checks.positive_int("block_size", block_size)
+    _check_input(x, p)
     if x.ndim != 4:
         raise ValueError(
             f"x must be a batch of feature maps (N, C, H, W); got shape {tuple(x.shape)}"

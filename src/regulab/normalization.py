@@ -32,34 +32,49 @@ def batch_norm(
     """
     momentum = _checks.probability("momentum", momentum)
     eps = _checks.positive("eps", eps)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, C, ...); got shape {tuple(x.shape)}")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point():
+        got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else x
+        raise ValueError(f"x must be a floating-point tensor of shape (N, C, ...); got {got}")
     if (running_mean is None) != (running_var is None):
         raise ValueError("give both running_mean and running_var, or neither")
+    c = x.shape[1]
+    for name, t in (
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(
+                f"{name} must have shape ({c},), one value per channel of x; got {tuple(t.shape)}"
+            )
     dims = [d for d in range(x.ndim) if d != 1]
-    shape = [1, x.shape[1]] + [1] * (x.ndim - 2)
+    shape = [1, c] + [1] * (x.ndim - 2)
+    # statistics in at least float32, as torch does for float16 / bfloat16 inputs
+    xs = x.to(torch.promote_types(x.dtype, torch.float32))
     if training or running_mean is None:
-        count = x.numel() // x.shape[1]
+        count = x.numel() // c if c else 0
         if count < 2:
             raise ValueError(
-                f"batch norm in training needs more than one value per channel; got input "
-                f"of shape {tuple(x.shape)} (a batch of one). Use a batch of at least 2, "
-                "or call model.eval() to use the running statistics"
+                f"batch norm with batch statistics needs more than one value per channel; got "
+                f"input of shape {tuple(x.shape)} ({'a batch of one' if count == 1 else 'empty'})."
+                " Use a batch of at least 2, or call model.eval() to use the running statistics"
             )
-        mean = x.mean(dims)
-        var = x.var(dims, correction=0)
+        mean = xs.mean(dims)
+        var = xs.var(dims, correction=0)
         if training and running_mean is not None:
             with torch.no_grad():
-                running_mean.lerp_(mean.detach(), momentum)
-                running_var.lerp_(var.detach() * count / (count - 1), momentum)
+                running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
+                unbiased = var.detach() * count / (count - 1)
+                running_var.lerp_(unbiased.to(running_var.dtype), momentum)
     else:
-        mean, var = running_mean, running_var
-    y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
+        mean, var = running_mean.to(xs.dtype), running_var.to(xs.dtype)
+    y = (xs - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
     if gamma is not None:
         y = y * gamma.view(shape)
     if beta is not None:
         y = y + beta.view(shape)
-    return y
+    return y.to(x.dtype)
 
 
 class BatchNorm(nn.Module):

@@ -42,7 +42,8 @@ def elastic_net_penalty(params, l1_ratio: float) -> torch.Tensor:
     alpha * l1_ratio * ||w||_1 + alpha * (1 - l1_ratio) * ||w||^2 / 2.
     """
     l1_ratio = _checks.probability("l1_ratio", l1_ratio)
-    return l1_ratio * l1_penalty(params) + (1 - l1_ratio) * l2_penalty(params)
+    items = _checks.tensors("params", params)  # a list: a generator would be used up by L1
+    return l1_ratio * l1_penalty(items) + (1 - l1_ratio) * l2_penalty(items)
 
 
 def group_lasso_penalty(params, dim: int = 0) -> torch.Tensor:
@@ -51,7 +52,7 @@ def group_lasso_penalty(params, dim: int = 0) -> torch.Tensor:
     dim=0 makes each output unit (a row of a Linear weight) or each output channel
     (a filter of a Conv weight) one group, so that whole units are driven to zero
     (Yuan & Lin 2006; structured sparsity as in Wen et al., arXiv:1608.03665).
-    Tensors with fewer dimensions than dim + 1 count as one group.
+    Tensors with fewer than 2 dimensions (biases) count as one group each.
     At a group equal to zero the gradient is taken as zero (a subgradient).
     """
     items = _checks.tensors("params", params)
@@ -59,7 +60,14 @@ def group_lasso_penalty(params, dim: int = 0) -> torch.Tensor:
         raise ValueError(f"dim must be an integer tensor dimension such as 0; got {dim!r}")
     total = torch.zeros((), device=_device(items))
     for p in items:
-        if p.ndim <= dim or p.ndim < 2:
+        if p.ndim >= 2 and not -p.ndim <= dim < p.ndim:
+            raise ValueError(
+                f"dim must be in [{-p.ndim}, {p.ndim - 1}] for a tensor of shape "
+                f"{tuple(p.shape)}; got {dim}"
+            )
+        if p.numel() == 0:
+            continue
+        if p.ndim < 2:
             total = total + torch.linalg.vector_norm(p)
         else:
             flat = p.movedim(dim, 0).reshape(p.shape[dim], -1)
@@ -98,6 +106,7 @@ class Penalty:
         else:
             groups = [{"params": _checks.tensors("params_or_groups", items)}]
         self.groups = []
+        seen = set()
         for i, group in enumerate(groups):
             if "params" not in group:
                 raise ValueError(f"params_or_groups[{i}] is a dict without a 'params' entry")
@@ -106,6 +115,13 @@ class Penalty:
             g_l1 = _checks.non_negative(f"params_or_groups[{i}]['l1']", group.get("l1", self.l1))
             g_l2 = _checks.non_negative(f"params_or_groups[{i}]['l2']", group.get("l2", self.l2))
             params = _checks.tensors(f"params_or_groups[{i}]['params']", group["params"])
+            for p in params:
+                if id(p) in seen:
+                    raise ValueError(
+                        f"a parameter of shape {tuple(p.shape)} appears more than once in "
+                        "params_or_groups; it would be penalized twice"
+                    )
+                seen.add(id(p))
             self.groups.append((params, g_l1, g_l2))
         self._sign_buffers = {}
 
@@ -129,21 +145,23 @@ class Penalty:
                 torch._foreach_add_(grads, self._signs(with_grad), alpha=l1)
 
     def _signs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """sign(w) for each tensor, written into buffers kept between steps.
+        """sign(w) for each tensor, written into one buffer per parameter kept between steps.
 
         A fresh tensor per step costs page faults on the CPU comparable to the
         arithmetic; the buffers cost one copy of the L1-penalized weights in memory.
         """
-        key = tuple(id(p) for p in params)
-        bufs = self._sign_buffers.get(key)
-        if bufs is None or any(
-            b.shape != p.shape or b.dtype != p.dtype or b.device != p.device
-            for b, p in zip(bufs, params, strict=True)
-        ):
-            bufs = self._sign_buffers[key] = [torch.empty_like(p) for p in params]
-        for p, b in zip(params, bufs, strict=True):
-            torch.sign(p, out=b)
-        return bufs
+        signs = []
+        for p in params:
+            buf = self._sign_buffers.get(id(p))
+            if (
+                buf is None
+                or buf.shape != p.shape
+                or buf.dtype != p.dtype
+                or buf.device != p.device
+            ):
+                buf = self._sign_buffers[id(p)] = torch.empty_like(p)
+            signs.append(torch.sign(p, out=buf))
+        return signs
 
     @torch.no_grad()
     def value(self) -> torch.Tensor:
@@ -167,6 +185,9 @@ def prox_l1_(params, threshold: float) -> None:
     """
     threshold = _checks.non_negative("threshold", threshold)
     items = _checks.tensors("params", params)
+    for p in items:
+        if not p.is_floating_point():
+            raise ValueError(f"params must be floating-point tensors; got dtype {p.dtype}")
     if threshold == 0:
         return
     for p in items:
@@ -177,13 +198,15 @@ def prox_l1_(params, threshold: float) -> None:
 def decoupled_weight_decay_(params, lr: float, weight_decay: float) -> None:
     """Multiply the weights by 1 - lr * weight_decay in place (decoupled decay).
 
-    Call it after backward() and before optimizer.step(): then Adam followed by
-    this equals AdamW with the same lr and weight_decay, which is torch's
+    Call it after backward() and before optimizer.step(); with Adam's step after it,
+    the result equals AdamW with the same lr and weight_decay, which is torch's
     convention (decay scaled by the current lr; Loshchilov & Hutter,
     arXiv:1711.05101). Unlike Adam(weight_decay=...), which adds the decay to the
     gradient and lets Adam's per-coordinate scaling shrink it where gradients are
     large, every weight shrinks by the same factor.
     """
+    if isinstance(lr, torch.Tensor) and lr.numel() == 1:
+        lr = lr.item()  # optimizers may hold lr as a tensor
     lr = _checks.non_negative("lr", lr)
     weight_decay = _checks.non_negative("weight_decay", weight_decay)
     items = _checks.tensors("params", params)

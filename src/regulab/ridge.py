@@ -17,6 +17,19 @@ from regulab import _checks
 
 def ridge_path(x: torch.Tensor, y: torch.Tensor, lams) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (W, b): W of shape (K, d) and b of shape (K,), one row per lambda in lams."""
+    if isinstance(lams, int | float):
+        lams = [lams]
+    if (
+        not isinstance(x, torch.Tensor)
+        or not x.is_floating_point()
+        or x.dtype
+        in (
+            torch.float16,
+            torch.bfloat16,
+        )
+    ):
+        got = f"dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a float32 or float64 tensor; got {got}")
     lams = [_checks.non_negative("lams", lam) for lam in lams]
     if not lams:
         raise ValueError("lams must hold at least one value; got none")

@@ -95,6 +95,10 @@ def cosine(total_steps: int, warmup_steps: int = 0, min_factor: float = 0.0):
 
 def lambda_lr(optimizer: torch.optim.Optimizer, schedule) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR applying `schedule` (one of the above) to every parameter group."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}"
+        )
     if not callable(schedule):
         raise ValueError(f"schedule must be a function of the step; got {schedule!r}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
