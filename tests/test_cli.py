@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from regulab import cli, demo
+from conftest import run_cli
+from regulab import demo
 
 SUMMARY_KEYS = {
     "lambda",
@@ -21,14 +22,6 @@ SUMMARY_KEYS = {
     "test_loss_mean",
     "test_loss_std",
 }
-
-
-def run_cli(*args):
-    """Run main() in-process; return the exit code (SystemExit included)."""
-    try:
-        return cli.main(list(args))
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")

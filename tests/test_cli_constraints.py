@@ -5,14 +5,8 @@ import json
 
 import pytest
 
-from regulab import cli, equivalence
-
-
-def run_cli(*args):
-    try:
-        return cli.main(list(args))
-    except SystemExit as e:
-        return e.code
+from conftest import run_cli
+from regulab import equivalence
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,21 @@ class UsageError(ValueError):
     """Settings that passed the parser but not the command's own checks."""
 
 
+def add_out_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """--out and --overwrite, shared by every command that writes a run folder."""
+    p.add_argument(
+        "--out",
+        type=out_path,
+        metavar="DIR",
+        help=f"run folder to write (default: runs/{command}-YYYYmmdd-HHMMSS)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an earlier run folder (never any other folder)",
+    )
+
+
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab demo`."""
     p.add_argument(
@@ -71,17 +86,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
         "weight_decay (same result; default: scratch)",
     )
     p.add_argument("--device", type=device, default="cpu", help="torch device (default: cpu)")
-    p.add_argument(
-        "--out",
-        type=out_path,
-        metavar="DIR",
-        help="run folder to write (default: runs/demo-YYYYmmdd-HHMMSS)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --out if it is an earlier run folder (never any other folder)",
-    )
+    add_out_arguments(p, "demo")
 
 
 def run_demo(args, console) -> int:
@@ -165,17 +170,7 @@ def add_constraints_arguments(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="radius r of the L2 ball and the L1 diamond in the 2-D figure (default: 1)",
     )
-    p.add_argument(
-        "--out",
-        type=out_path,
-        metavar="DIR",
-        help="run folder to write (default: runs/constraints-YYYYmmdd-HHMMSS)",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace --out if it is an earlier run folder (never any other folder)",
-    )
+    add_out_arguments(p, "constraints")
 
 
 def run_constraints(args, console) -> int:
