@@ -449,3 +449,16 @@ def test_bad_inputs_to_the_layers_are_named():
         drop_path(torch.tensor(1.0), 0.5)
     with pytest.raises(ValueError, match="generator"):
         dropout(torch.ones(3), 0.5, generator=5)
+
+
+def test_modules_check_p_once_not_on_every_forward(monkeypatch):
+    from regulab import layers
+
+    modules = [Dropout(torch.tensor(0.5)), DropPath(torch.tensor(0.5))]
+
+    def fail(p):
+        raise AssertionError("p checked again in forward (a GPU sync for a tensor p)")
+
+    monkeypatch.setattr(layers, "_check_p", fail)
+    for module in modules:
+        assert module(torch.ones(4, 3)).shape == (4, 3)

@@ -94,7 +94,12 @@ def dropout(x: torch.Tensor, p, training: bool = True, *, generator=None) -> tor
     for K models stacked along the first dimension). p = 1 returns zeros; in
     evaluation (training=False) x is returned unchanged.
     """
-    p = _check_p(p)
+    return _dropout(x, _check_p(p), training, generator)
+
+
+def _dropout(x, p, training, generator):
+    """dropout without checking the values of p (the modules check them once, since
+    inspecting a tensor p on every forward would synchronize with the GPU)."""
     _check_input(x, p)
     if not training:
         return x
@@ -108,7 +113,11 @@ def drop_path(x: torch.Tensor, p, training: bool = True, *, generator=None) -> t
     Apply it to a residual branch, `x + drop_path(branch(x), p, self.training)`.
     p is a number or a tensor: 0-d, or of shape (N,) for one rate per example.
     """
-    p = _check_p(p)
+    return _drop_path(x, _check_p(p), training, generator)
+
+
+def _drop_path(x, p, training, generator):
+    """drop_path without checking the values of p; see `_dropout`."""
     if isinstance(x, torch.Tensor) and x.ndim == 0:
         raise ValueError("x must be a batch (N, ...) with examples along dim 0; got a 0-d tensor")
     _check_input(x, p if not isinstance(p, torch.Tensor) or p.ndim != 1 else 0.0)
@@ -172,7 +181,7 @@ class Dropout(nn.Module):
             self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        return _dropout(x, self.p, self.training, None)
 
     def extra_repr(self) -> str:
         if isinstance(self.p, torch.Tensor):
@@ -187,7 +196,7 @@ class DropPath(Dropout):
         super().__init__(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
+        return _drop_path(x, self.p, self.training, None)
 
 
 class DropBlock2d(nn.Module):
