@@ -9,7 +9,14 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from regulab.augment import cutout, gaussian_noise, hflip, random_crop
 from regulab.constraints import max_norm_
-from regulab.data import synthetic_linear
+from regulab.data import (
+    TensorLoader,
+    digits,
+    fashion_mnist,
+    mnist,
+    synthetic_linear,
+    train_val_split,
+)
 from regulab.early_stopping import EarlyStopping
 from regulab.groups import describe_groups, param_groups
 from regulab.layers import DropBlock2d, Dropout, DropPath, drop_block2d, drop_path, dropout
@@ -26,6 +33,7 @@ from regulab.penalties import (
 )
 from regulab.ridge import ridge, ridge_path
 from regulab.schedules import cosine, exponential, inverse_sqrt, inverse_time, lambda_lr, step
+from regulab.train import History, fit
 
 __all__ = [
     "BatchNorm",
@@ -34,7 +42,9 @@ __all__ = [
     "Dropout",
     "EarlyStopping",
     "FitResult",
+    "History",
     "Penalty",
+    "TensorLoader",
     "TrainingDiverged",
     "__version__",
     "batch_norm",
@@ -42,11 +52,14 @@ __all__ = [
     "cutout",
     "decoupled_weight_decay_",
     "describe_groups",
+    "digits",
     "drop_block2d",
     "drop_path",
     "dropout",
     "elastic_net_penalty",
     "exponential",
+    "fashion_mnist",
+    "fit",
     "gaussian_noise",
     "group_lasso_penalty",
     "hflip",
@@ -56,6 +69,7 @@ __all__ = [
     "l2_penalty",
     "lambda_lr",
     "max_norm_",
+    "mnist",
     "param_groups",
     "prox_l1_",
     "random_crop",
@@ -65,4 +79,5 @@ __all__ = [
     "synthetic_linear",
     "train_concise",
     "train_scratch",
+    "train_val_split",
 ]

@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import asdict
 
-from regulab import __version__
+from regulab import __version__, cli_train
 from regulab.cli_args import (
     EXIT_USAGE,
     Parser,
@@ -239,6 +239,16 @@ COMMANDS = {
         add_constraints_arguments,
         run_constraints,
     ),
+    "train": (
+        "train a TOML recipe (its variants and seeds) with checkpoints, history and a report",
+        cli_train.add_train_arguments,
+        cli_train.run_train,
+    ),
+    "compare": (
+        "one report over several training runs: curves, mean ± std over seeds, gap, sparsity",
+        cli_train.add_compare_arguments,
+        cli_train.run_compare,
+    ),
 }
 
 
@@ -257,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `regulab` console script; returns the exit code."""
     from rich.console import Console
 
+    from regulab.config import RecipeError
     from regulab.linear_regression import TrainingDiverged
     from regulab.runs import RunFolderError
 
@@ -266,10 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough that tables are not cut
+        console = Console(width=160)
     run = COMMANDS[args.command][2]
     try:
         return run(args, console)
-    except (UsageError, RunFolderError) as e:  # the parser checked each option on its own
+    except (
+        UsageError,
+        RunFolderError,
+        RecipeError,
+    ) as e:  # the parser checked each option on its own
         print(f"regulab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as e:

@@ -137,8 +137,20 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    """Write data as indented JSON with a trailing newline."""
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    """Write data as indented JSON with a trailing newline, atomically (see write_text)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write text to a temporary sibling, then rename it over path: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def environment() -> dict:

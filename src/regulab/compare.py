@@ -1,0 +1,364 @@
+"""Comparison reports across training runs: curves overlaid, final metrics as mean ± std
+over seeds, generalization gap, weight norm, sparsity.
+
+A run folder (one variant, one seed, written by `regulab train`) holds summary.json
+and metrics.csv; a multi-run folder holds a summary.json whose "runs" lists its run
+folders. Runs are grouped by variant. When two different run folders have the
+same variant and seed (two recipes that both have a "l2" variant, say), every run
+of that variant is relabelled "<folder>/<variant>", where <folder> is the name of
+the path it was given as (the multi-run folder, or the run folder itself).
+Only completed runs enter the means; diverged and running runs are counted.
+"""
+
+import csv
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from regulab.compare_plot import curve_band, plot_curves  # noqa: F401 (part of this API)
+
+METRICS_HEADER = (
+    "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
+    "w_norm,zero_fraction,seconds"
+)
+METRICS = (  # the final metrics that are aggregated
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "w_norm",
+    "zero_fraction",
+)
+GAPS = {"gap": ("test_loss", "train_loss"), "accuracy_gap": ("train_accuracy", "test_accuracy")}
+TABLE_NOTE = (
+    "last epoch, or the restored best epoch with early stopping; mean ± std (sample) over "
+    "completed seeds; gap = test loss − train loss"
+)
+TABLE_COLUMNS = (
+    ("variant", None),
+    ("seeds", None),
+    ("train loss", "train_loss"),
+    ("test loss", "test_loss"),
+    ("gap", "gap"),
+    ("train acc", "train_accuracy"),
+    ("test acc", "test_accuracy"),
+    ("‖w‖", "w_norm"),
+    ("zeros", "zero_fraction"),
+)
+EXPECTED = (
+    "expected a run folder written by `regulab train` (summary.json and metrics.csv) or a "
+    "multi-run folder (a summary.json listing its runs)"
+)
+
+
+@dataclass
+class Run:
+    """One training run (one variant, one seed) read from its folder."""
+
+    path: Path  # the run folder, as given or joined onto the multi-run folder given
+    variant: str  # the variant name in summary.json
+    seed: int
+    status: str  # "completed", "diverged" or "running"
+    task: str | None  # "classification" or "regression"
+    loss: str | None  # "cross_entropy", "mse" or "half_mse"
+    final: dict  # final metrics from summary.json (numbers or None)
+    history: list[dict]  # metrics.csv rows: epoch an int, other cells float or None if empty
+    label: str = ""  # the group it is compared in: variant, or "<folder>/<variant>" on a clash
+
+    def __post_init__(self):
+        self.label = self.label or self.variant
+
+
+def _summary(path: Path) -> dict:
+    """summary.json of a folder made by `regulab train`; ValueError naming path otherwise."""
+    if not path.exists():
+        raise ValueError(f"run folder '{path}' does not exist; {EXPECTED}")
+    if not path.is_dir():
+        raise ValueError(f"'{path}' is a file, not a folder; {EXPECTED}")
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"'{path}' has no summary.json; {EXPECTED}") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read '{path / 'summary.json'}' ({e}); {EXPECTED}") from None
+    if not isinstance(summary, dict) or summary.get("command") != "train":
+        command = summary.get("command") if isinstance(summary, dict) else None
+        raise ValueError(
+            f"'{path / 'summary.json'}' is not from `regulab train` (command {command!r}); "
+            f"{EXPECTED}"
+        )
+    return summary
+
+
+def _history(path: Path) -> list[dict]:
+    """The rows of path/metrics.csv with floats, None for empty cells and int epochs."""
+    file = path / "metrics.csv"
+    try:
+        with file.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = list(enumerate(reader, start=2))
+    except OSError as e:
+        raise ValueError(f"cannot read '{file}' ({e.strerror}); {EXPECTED}") from None
+    missing = [c for c in METRICS_HEADER.split(",") if c not in header]
+    if missing:
+        raise ValueError(f"'{file}' lacks the columns {missing}; expected {METRICS_HEADER}")
+    history = []
+    for line, cells in rows:
+        if len(cells) != len(header):
+            raise ValueError(
+                f"'{file}' line {line} has {len(cells)} cells; expected {len(header)}, one per "
+                "column of the header"
+            )
+        try:
+            row = {k: float(v) if v != "" else None for k, v in zip(header, cells, strict=True)}
+            row["epoch"] = int(cells[header.index("epoch")])
+        except ValueError:
+            raise ValueError(
+                f"'{file}' line {line} holds a cell that is not a number: {cells}; expected "
+                "numbers, or empty cells for values not measured, and an integer epoch"
+            ) from None
+        history.append(row)
+    return history
+
+
+def _run(path: Path, summary: dict) -> Run:
+    missing = [k for k in ("variant", "seed", "status", "final") if k not in summary]
+    if missing:
+        raise ValueError(f"'{path / 'summary.json'}' lacks {missing}; {EXPECTED}")
+    return Run(
+        path=path,
+        variant=str(summary["variant"]),
+        seed=summary["seed"],
+        status=summary["status"],
+        task=summary.get("task"),
+        loss=summary.get("loss"),
+        final=dict(summary["final"] or {}),
+        history=_history(path),
+    )
+
+
+def load_runs(paths) -> list[Run]:
+    """Read run folders and multi-run folders (expanded in the order of their "runs" list).
+
+    A run reached twice (the same folder after resolving) is kept once. Raises
+    ValueError naming the path for anything that is not a run or multi-run folder.
+    """
+    runs, sources, seen = [], [], set()
+    for given in map(Path, paths):
+        summary = _summary(given)
+        if "runs" in summary:
+            listed = summary["runs"]
+            if not isinstance(listed, list):
+                raise ValueError(
+                    f"'{given / 'summary.json'}': \"runs\" must be a list of run folder paths "
+                    f"relative to '{given}'; got {listed!r}"
+                )
+            if not listed:
+                raise ValueError(f"'{given / 'summary.json'}' lists no runs; {EXPECTED}")
+            members = []
+            for rel in listed:
+                path = given / rel
+                try:
+                    inner = _summary(path)
+                except ValueError as e:
+                    raise ValueError(f"{e} (listed in '{given / 'summary.json'}')") from None
+                if "runs" in inner:
+                    raise ValueError(
+                        f"'{path}' (listed in '{given}') is a multi-run folder; "
+                        "expected a run folder"
+                    )
+                members.append((path, inner))
+        else:
+            members = [(given, summary)]
+        for path, inner in members:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                runs.append(_run(path, inner))
+                sources.append(given)
+    _label(runs, sources)
+    return runs
+
+
+def _label(runs: list[Run], sources: list[Path]) -> None:
+    """Relabel variants whose (variant, seed) occurs twice as "<folder>/<variant>"."""
+    counts = Counter((run.variant, run.seed) for run in runs)
+    clashing = {variant for (variant, _), n in counts.items() if n > 1}
+    for run, source in zip(runs, sources, strict=True):
+        if run.variant in clashing:
+            run.label = f"{source.resolve().name}/{run.variant}"
+    first: dict[tuple, Run] = {}
+    for run in runs:
+        other = first.setdefault((run.label, run.seed), run)
+        if other is not run:
+            raise ValueError(
+                f"runs '{other.path}' and '{run.path}' are both variant '{run.variant}' seed "
+                f"{run.seed} and cannot be told apart by their folder names ('{run.label}'); "
+                "compare them in separate reports or rename one of the folders"
+            )
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    if len(values) == 1:
+        return float(values[0]), 0.0
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def aggregate(runs: list[Run]) -> list[dict]:
+    """One row per group (order of first appearance): mean and sample std over completed runs.
+
+    "seeds" counts the completed runs that enter the means; "statuses" counts all
+    runs by status. A metric no completed run has is None. "gap" (test − train
+    loss) and "accuracy_gap" (train − test accuracy) are computed per run, then averaged.
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    rows = []
+    for label, members in groups.items():
+        done = [r for r in members if r.status == "completed"]
+        statuses = dict(Counter(r.status for r in members))
+        row = {"variant": label, "seeds": len(done), "statuses": statuses}
+        per_run = {m: [r.final.get(m) for r in done] for m in METRICS}
+        for gap, (a, b) in GAPS.items():
+            per_run[gap] = [
+                x - y if x is not None and y is not None else None
+                for x, y in zip(per_run[a], per_run[b], strict=True)
+            ]
+        for name, values in per_run.items():
+            row[name], row[f"{name}_std"] = _mean_std([v for v in values if v is not None])
+        rows.append(row)
+    return rows
+
+
+def _pm(group: dict, key: str) -> str:
+    """ "mean ± std" of one metric of a group, "—" when no run measured it."""
+    if group[key] is None:
+        return "—"
+    return f"{group[key]:.3g} ± {group[f'{key}_std']:.2g}"
+
+
+def _cell(group: dict, name: str, key: str | None) -> str:
+    if name == "seeds":
+        total = sum(group["statuses"].values())
+        return str(group["seeds"]) + (f" of {total}" if total != group["seeds"] else "")
+    return group["variant"] if key is None else _pm(group, key)
+
+
+def table_rows(groups: list[dict]) -> list[tuple[str, ...]]:
+    """The aggregate rows as text cells, "mean ± std" and "—" where not measured."""
+    return [tuple(_cell(g, name, key) for name, key in TABLE_COLUMNS) for g in groups]
+
+
+def rich_table(groups: list[dict]) -> Table:
+    """The aggregate rows as a rich Table for the terminal."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for i, (name, _) in enumerate(TABLE_COLUMNS):
+        table.add_column(name, justify="right" if i else "left", no_wrap=True)
+    for row in table_rows(groups):
+        table.add_row(*row)
+    return table
+
+
+def markdown_table(groups: list[dict]) -> str:
+    """The aggregate rows as a Markdown table."""
+    names = [name for name, _ in TABLE_COLUMNS]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(groups)]
+    return "\n".join(lines)
+
+
+def write_table_csv(groups: list[dict], path: Path) -> None:
+    """Write the aggregate rows as CSV: full precision, empty cells for None.
+
+    "statuses" is written as "completed=3;diverged=1".
+    """
+    with Path(path).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(groups[0]))
+        writer.writeheader()
+        for g in groups:
+            cells = {k: "" if v is None else v for k, v in g.items()}
+            cells["statuses"] = ";".join(f"{k}={n}" for k, n in g["statuses"].items())
+            writer.writerow(cells)
+
+
+def findings(groups: list[dict], runs: list[Run]) -> list[str]:
+    """Sentences computed from the table: smallest gap, best test score, excluded runs."""
+    text = []
+    losses = sorted({r.loss for r in runs if r.loss})
+    if len(losses) > 1:
+        text.append(
+            f"The runs use different losses ({', '.join(losses)}): their loss values and gaps "
+            "are not comparable across those runs."
+        )
+    with_gap = [g for g in groups if g["gap"] is not None]
+    if len(with_gap) > 1:
+        lo = min(with_gap, key=lambda g: abs(g["gap"]))
+        hi = max(with_gap, key=lambda g: abs(g["gap"]))
+        text.append(
+            f"The generalization gap (test − train loss) is closest to zero for "
+            f"**{lo['variant']}** ({_pm(lo, 'gap')}) and farthest from it for "
+            f"**{hi['variant']}** ({_pm(hi, 'gap')})."
+        )
+    for key, best, what in (
+        ("test_accuracy", max, "the best test accuracy"),
+        ("test_loss", min, "the lowest test loss"),
+    ):
+        scored = [g for g in groups if g[key] is not None]
+        if len(scored) > 1:
+            top = best(scored, key=lambda g, k=key: g[k])
+            text.append(f"**{top['variant']}** has {what}: {_pm(top, key)}.")
+    zeros = [g for g in groups if g["zero_fraction"]]
+    if zeros:
+        top = max(zeros, key=lambda g: g["zero_fraction"])
+        text.append(
+            f"**{top['variant']}** has the most weights exactly zero: "
+            f"{top['zero_fraction']:.1%} of them."
+        )
+    excluded = [r for r in runs if r.status != "completed"]
+    if excluded:
+        listed = ", ".join(f"`{r.path}` ({r.label}, seed {r.seed}, {r.status})" for r in excluded)
+        n = len(excluded)
+        text.append(
+            f"{n} run{'s' if n > 1 else ''} did not complete and {'are' if n > 1 else 'is'} "
+            f"left out of the table and the curves: {listed}."
+        )
+    return text
+
+
+def report_md(groups: list[dict], runs: list[Run], figure: str = "curves.png") -> str:
+    """The comparison report in Markdown: table, findings, figure and the runs compared."""
+    variants = ", ".join(g["variant"] for g in groups)
+    excluded = any(r.status != "completed" for r in runs)
+    lines = [
+        f"# Comparison of {len(runs)} run{'s' if len(runs) != 1 else ''}: {variants}",
+        "",
+        markdown_table(groups),
+        "",
+        f"Final metrics: {TABLE_NOTE}."
+        + (' Seeds reads "2 of 3" when a run did not complete.' if excluded else ""),
+        "",
+        *[line for sentence in findings(groups, runs) for line in (sentence, "")],
+        f"![loss, accuracy and weight norm per epoch]({figure})",
+        "",
+        "Curves: mean over the completed seeds, band from the smallest to the largest seed; "
+        "test solid, train dashed.",
+        "",
+        "## Runs",
+        "",
+        *[
+            f"- `{r.path}`: {r.label}, seed {r.seed}, {r.status}, {len(r.history)} epochs"
+            for r in runs
+        ],
+        "",
+    ]
+    return "\n".join(lines)
