@@ -19,7 +19,7 @@ def python_blocks():
 def test_readme_examples_run_and_the_copies_match_the_library():
     namespace = {}
     blocks = python_blocks()
-    assert len(blocks) == 11
+    assert len(blocks) == 12
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         for block in blocks:
@@ -35,6 +35,9 @@ def test_readme_examples_run_and_the_copies_match_the_library():
     ):
         assert expected in lines
     assert any(line.startswith("0.0707") for line in lines)
+    # the fit example: early stopping restored an epoch, and digits are easy
+    _, best, accuracy = next(line for line in lines if line.startswith("completed ")).split()
+    assert 1 <= int(best) <= 30 and float(accuracy) >= 0.95
     g = torch.Generator().manual_seed(1)
     x, y = synthetic_linear(20, generator=g)
     w0 = torch.randn(200, generator=g)

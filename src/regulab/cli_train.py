@@ -68,28 +68,51 @@ def run_train(args, console) -> int:
             print(f"regulab train: error: {e}", file=sys.stderr)
             return EXIT_FAILED
         try:
+            device(variant.train.device)  # a recipe's device must exist here too
             experiment.build(variant, splits, seeds[0])
-        except ValueError as e:
-            raise UsageError(str(e)) from e
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            where = "train.device" if isinstance(e, argparse.ArgumentTypeError) else ""
+            raise UsageError(f"{where} {e}".strip()) from e
     rank = _init_distributed(recipe)
+    old = None
     try:
         out = _shared_out(out)
         if not args.resume:
             runs.check_out(out, args.overwrite)
             _barrier()
             if rank == 0 and args.overwrite and out.exists():
-                shutil.rmtree(out)  # check_out made sure it is an earlier regulab run
+                old = _move_aside(out)  # deleted only once the new run has completed
         start = time.perf_counter()
         with _progress(console, rank) as progress:
             summary = runner.train_recipe(
                 recipe, seeds, out, resume=bool(args.resume), progress=progress
             )
+        if old is not None:  # the new run ended (completed or diverged): it replaces the old
+            shutil.rmtree(old, ignore_errors=True)
+            old = None
         if rank != 0:
             return 0
         _print_result(console, out, summary, time.perf_counter() - start)
         return 0 if summary["status"] == "completed" else EXIT_FAILED
+    except BaseException:
+        if old is not None:
+            _put_back(old, out)
+        raise
     finally:
         _destroy_distributed()
+
+
+def _move_aside(out: Path) -> Path:
+    """Rename an earlier run out of the way (--overwrite); it comes back if the new one crashes."""
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    os.rename(out, old)
+    return old
+
+
+def _put_back(old: Path, out: Path) -> None:
+    """Replace the failed new run at out with the earlier run kept aside."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(old, out)
 
 
 def _plan(args, config, runs, UsageError):
@@ -114,6 +137,8 @@ def _plan(args, config, runs, UsageError):
                 )
             stored = _stored_config(args.resume, UsageError)
             recipe = config.from_dict(stored["recipe"], source=str(args.resume / "config.json"))
+            if stored.get("variant") is not None:
+                recipe.name = stored["variant"]  # one run of a multi-run folder keeps its name
             if args.recipe is not None:
                 given = config.load(args.recipe)
                 given.name = recipe.name

@@ -139,7 +139,16 @@ def load(path: str | Path, overrides: list[str] = ()) -> Recipe:
     raw.setdefault("name", path.stem)
     for text in overrides:
         apply_override(raw, text)
-    return from_dict(raw, source=str(path))
+    recipe = from_dict(raw, source=str(path))
+    for text in overrides:  # an override that every variant replaces would do nothing
+        section, name = text.partition("=")[0].strip().split(".")
+        setters = [v for v, ov in recipe.variants.items() if name in ov.get(section, {})]
+        if setters and len(setters) == len(recipe.variants):
+            raise RecipeError(
+                f"--set {section}.{name} has no effect: every variant of {path} sets it "
+                f"([variants.{'], [variants.'.join(setters)}]); change it there"
+            )
+    return recipe
 
 
 def from_dict(raw: dict, source: str = "recipe") -> Recipe:
@@ -353,6 +362,9 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         r.optim.lr > 0 and r.optim.lr != float("inf"), "optim.lr", "a finite number > 0", r.optim.lr
     )
     need(r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]", r.augment.hflip)
+    for key in ("augment.random_crop", "augment.cutout"):
+        value = getattr(r.augment, key.split(".")[1])
+        need(value >= 0, key, "an integer >= 0 (pixels; 0 = off)", value)
     need(
         r.penalty.max_norm_dim >= -1,
         "penalty.max_norm_dim",
@@ -382,6 +394,11 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         raise RecipeError(
             f"{source}: train.loss must be mse or half_mse for the regression data set "
             f"{r.data.name}; got 'cross_entropy'"
+        )
+    if not classify and r.early_stopping.patience and r.early_stopping.monitor != "val_loss":
+        raise RecipeError(
+            f"{source}: early_stopping.monitor must be val_loss for the regression data set "
+            f"{r.data.name} (it has no accuracy); got {r.early_stopping.monitor!r}"
         )
     if not classify and r.model.name != "linear" and r.model.name != "mlp":
         raise RecipeError(

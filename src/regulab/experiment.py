@@ -126,6 +126,11 @@ def build_regularizers(recipe: Recipe, model: nn.Module, optimizer) -> dict:
     weights = param_groups(model, 0.0, no_decay=tuple(recipe.optim.no_decay))
     weights = [g for g in weights if g["penalize"]]
     decayed = [t for g in weights for t in g["params"]]
+    if not decayed and (p.l1 or p.l2 or p.max_norm):
+        raise RecipeError(
+            "penalty.l1, l2 and max_norm act on the weights (ndim >= 2) not listed in "
+            f"optim.no_decay, and none are left (optim.no_decay = {recipe.optim.no_decay})"
+        )
     l1_in_grad = p.l1 if p.l1_mode == "subgradient" else 0.0
     penalty = Penalty(weights, l1=l1_in_grad, l2=p.l2) if (l1_in_grad or p.l2) else None
     after_step = []

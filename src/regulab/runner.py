@@ -87,8 +87,8 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     summary_path = folder / "summary.json"
     if resume and summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("status") == "completed":
-            return summary
+        if summary.get("status") in ("completed", "diverged"):
+            return summary  # a diverged run would diverge again: it needs a new recipe
     device = torch.device(_device(recipe.train.device))
     torch.manual_seed(seed)  # the model's initial weights
     splits = experiment.load_data(recipe, seed).to(device)
