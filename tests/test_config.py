@@ -100,7 +100,7 @@ def test_compare_fashion_variants_differ_only_in_their_regularizer():
     assert base.data.name == "fashion_mnist"
     assert base.data.val_fraction == 0.1  # early stopping needs it, so every variant has it
     assert (base.model.name, base.model.hidden, base.model.dropout) == ("mlp", [256, 256], [])
-    assert (base.optim.name, base.optim.lr, base.optim.weight_decay) == ("sgd", 0.5, 0.0)
+    assert (base.optim.name, base.optim.lr, base.optim.weight_decay) == ("sgd", 0.1, 0.0)
     assert (base.penalty.l1, base.penalty.l2, base.early_stopping.patience) == (0.0, 0.0, 0)
     assert (base.train.epochs, base.train.batch_size) == (20, 256)
     assert {name: diff(base, r) for name, r in runs.items()} == {
