@@ -1,5 +1,8 @@
 """Shared test helpers."""
 
+import pytest
+import torch
+
 from regulab import cli
 
 
@@ -9,3 +12,12 @@ def run_cli(*args):
         return cli.main(list(args))
     except SystemExit as e:
         return e.code
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread than with OpenMP spinning on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

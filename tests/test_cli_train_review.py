@@ -4,7 +4,6 @@ member run's variant name, diverged runs are not retrained, recipe errors are ca
 import json
 
 import pytest
-import torch
 
 from conftest import run_cli
 from regulab import config
@@ -26,12 +25,7 @@ eval_train = 200
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(tmp_path, extra=""):

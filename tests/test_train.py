@@ -35,13 +35,7 @@ from regulab.train import FINAL, fit
 TOL = 1e-6  # float32 runs of a few epochs: agreement up to rounding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spinning on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n, seed, d=5, classes=3):

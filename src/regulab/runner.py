@@ -39,7 +39,7 @@ def train_recipe(recipe, seeds: list[int], out: Path, *, resume=False, progress=
     if rank == 0 and not single:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            runs.write_json(out / "config.json", _config(recipe, None, seeds, plan))
+            runs.write_json(out / "config.json", _config(recipe, None, seeds))
     summaries = []
     for variant, seed in plan:
         folder = run_path(out, variant, seed, single)
@@ -97,7 +97,7 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         if not (resume and (folder / "config.json").exists()):
-            runs.write_json(folder / "config.json", _config(recipe, variant, [seed], None))
+            runs.write_json(folder / "config.json", _config(recipe, variant, [seed]))
         runs.write_json(summary_path, _summary("running", variant, seed, recipe, None, 0.0))
     task = None
     if progress is not None:
@@ -163,7 +163,7 @@ def _summary(status, variant, seed, recipe, history, seconds) -> dict:
     }
 
 
-def _config(recipe, variant, seeds, plan) -> dict:
+def _config(recipe, variant, seeds) -> dict:
     return {
         "command": "train",
         "variant": variant,

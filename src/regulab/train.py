@@ -29,7 +29,7 @@ from torch import nn
 from regulab import _checks, checkpoint
 from regulab.data.loader import TensorLoader, epoch_seed
 from regulab.early_stopping import EarlyStopping
-from regulab.metrics import CLASSIFICATION, LOSSES, evaluate, weight_stats, world
+from regulab.metrics import CLASSIFICATION, LOSSES, all_sum, evaluate, weight_stats, world
 from regulab.penalties import Penalty
 
 COLUMNS = (
@@ -285,8 +285,6 @@ def _epoch_row(epoch, module, optimizer, running, train_eval, val, test, loss, b
     if train_eval is not None:
         row["train_loss"], row["train_accuracy"] = evaluate(module, train_eval, loss, batch_size)
     else:
-        from regulab.metrics import all_sum
-
         total, correct, count = all_sum(running).tolist()
         row["train_loss"] = total / count
         row["train_accuracy"] = correct / count if loss in CLASSIFICATION else None
