@@ -29,10 +29,9 @@ class TensorLoader:
 
     Call `set_epoch(epoch)` before iterating (as with DistributedSampler): the order
     of epoch e is a permutation drawn from a CPU generator seeded with (seed, e),
-    so runs are reproducible and an epoch can be replayed alone. The epoch's
-    examples are gathered in that order once, as one copy of the tensors, and the
-    batches are slices of it; with shuffle=False they are slices of the tensors
-    themselves (views, no copy).
+    so runs are reproducible and an epoch can be replayed alone. Each batch is one
+    `index_select` of those indices; with shuffle=False batches are slices of the
+    tensors themselves (views, no copy).
 
     batch_size is the global batch: with world_size > 1 (DistributedDataParallel)
     each of the world_size ranks takes every world_size-th example of each global
@@ -97,16 +96,14 @@ class TensorLoader:
             order = torch.randperm(n, generator=g).to(device)
         else:
             order = torch.arange(n, device=device)
-        sizes = self.batch_sizes
-        if self.world_size > 1:  # this rank's share of every global batch, in batch order
-            starts = [sum(sizes[:i]) for i in range(len(sizes))]
-            shards = [
-                order[a : a + m][self.rank :: self.world_size]
-                for a, m in zip(starts, sizes, strict=True)
-            ]
-            order, sizes = torch.cat(shards), [len(s) for s in shards]
-        # One gather for the whole epoch, then contiguous slices: faster than a gather per batch.
-        yield from self._slices([t.index_select(0, order) for t in self.tensors], sizes)
+        start = 0
+        for size in self.batch_sizes:
+            idx = order[start : start + size]
+            if self.world_size > 1:  # this rank's share of the global batch
+                idx = idx[self.rank :: self.world_size]
+            # one gather per batch; measured faster than gathering the whole epoch at once
+            yield tuple(t.index_select(0, idx) for t in self.tensors)
+            start += size
 
     @staticmethod
     def _slices(tensors, sizes):
