@@ -318,10 +318,20 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
     among("early_stopping.monitor", r.early_stopping.monitor, ("val_loss", "val_accuracy"))
     need(0 <= r.data.val_fraction < 1, "data.val_fraction", "in [0, 1)", r.data.val_fraction)
     need(0 < r.data.test_fraction < 1, "data.test_fraction", "in (0, 1)", r.data.test_fraction)
-    for key in ("data.seed", "train.seed", "train.eval_train", "early_stopping.patience"):
+
+    def value(key: str):
         section, name = key.split(".")
-        value = getattr(getattr(r, section), name)
-        need(value >= 0, key, "an integer >= 0", value)
+        return getattr(getattr(r, section), name)
+
+    for key in (
+        "data.seed",
+        "train.seed",
+        "train.eval_train",
+        "early_stopping.patience",
+        "augment.random_crop",
+        "augment.cutout",
+    ):
+        need(value(key) >= 0, key, "an integer >= 0", value(key))
     for key in (
         "data.n_train",
         "data.n_test",
@@ -334,9 +344,7 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         "schedule.step_size",
         "model.drop_block_size",
     ):
-        section, name = key.split(".")
-        value = getattr(getattr(r, section), name)
-        need(value >= 1, key, "an integer >= 1", value)
+        need(value(key) >= 1, key, "an integer >= 1", value(key))
     for key in (
         "optim.momentum",
         "optim.weight_decay",
@@ -350,21 +358,12 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         "augment.gaussian_noise",
         "augment.hflip",
     ):
-        section, name = key.split(".")
-        value = getattr(getattr(r, section), name)
-        need(
-            value >= 0 and value == value and value != float("inf"),
-            key,
-            "a finite number >= 0",
-            value,
-        )
+        v = value(key)
+        need(v >= 0 and v == v and v != float("inf"), key, "a finite number >= 0", v)
     need(
         r.optim.lr > 0 and r.optim.lr != float("inf"), "optim.lr", "a finite number > 0", r.optim.lr
     )
     need(r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]", r.augment.hflip)
-    for key in ("augment.random_crop", "augment.cutout"):
-        value = getattr(r.augment, key.split(".")[1])
-        need(value >= 0, key, "an integer >= 0 (pixels; 0 = off)", value)
     need(
         r.penalty.max_norm_dim >= -1,
         "penalty.max_norm_dim",
