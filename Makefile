@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 		{ echo "regulab needs Python >= 3.11; run: make PYTHON=python3.11 ..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the weight-decay experiment; extra options: make demo ARGS="--seeds 10"

@@ -30,6 +30,7 @@ def typed(convert, check, allowed):
 
 
 positive_int = typed(int, lambda v: v >= 1, "a positive integer (1, 2, ...)")
+non_negative_int = typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 

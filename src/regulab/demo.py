@@ -131,3 +131,38 @@ def summarize(results: dict[tuple[float, int], FitResult]) -> list[dict]:
             entry[f"{m}_std"] = statistics.stdev(finals) if len(finals) > 1 else 0.0
         summary.append(entry)
     return summary
+
+
+def sweep(cfg: DemoConfig, grid: str = "0,logspace(-3,2,32)", folds: int = 5, seed: int = 0):
+    """The validation-chosen lambda: the demo's protocol on one data set, all lambdas at once.
+
+    The 20 training examples of `seed` are split into `folds` folds (the test set
+    takes no part); every lambda of grid trains in one vectorized run
+    (`regulab.sweep`). Returns the fitted `LambdaSearch`.
+    """
+    from regulab.config import from_dict
+    from regulab.sweep.search import LambdaSearch
+
+    recipe = from_dict(
+        {
+            "name": "demo",
+            "data": {
+                "name": "synthetic_linear",
+                "n_train": cfg.n_train,
+                "n_test": cfg.n_test,
+                "num_inputs": cfg.num_inputs,
+                "val_fraction": 0.0,
+                "seed": seed,
+            },
+            "model": {"name": "linear", "init": "normal"},
+            "optim": {"name": "sgd", "lr": cfg.lr},
+            "train": {
+                "epochs": cfg.epochs,
+                "batch_size": cfg.batch_size,
+                "loss": "half_mse",
+                "seed": seed,
+                "device": cfg.device,
+            },
+        }
+    )
+    return LambdaSearch(recipe, "l2", grid, folds=folds, seed=seed, device=cfg.device).fit()

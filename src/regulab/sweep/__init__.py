@@ -1,0 +1,12 @@
+"""Choosing the strength: K regularization strengths trained at once, the path, selection.
+
+- `engine`: K copies of a model stacked along a leading dimension and trained in
+  one vectorized run (`torch.func.stack_module_state` + `functional_call` +
+  `vmap`); each copy gets its own strength (L2 / weight decay, L1, dropout p,
+  BatchNorm sparsity). Linear regression has a batched-matmul fast path.
+- `path`: a recipe and a grid -> one row per strength (train / validation /
+  test loss, ||w||, sparsity), on a holdout split or k folds.
+- `select`: the strength with the lowest validation loss, or the one-standard-
+  error rule; the test set never takes part.
+- `grid`: "0,logspace(-3,2,32)" -> a sorted list of strengths.
+"""

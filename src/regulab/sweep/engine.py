@@ -1,0 +1,356 @@
+"""K copies of one model, each with its own regularization strength, trained as one.
+
+The copies are stacked along a leading dimension (`torch.func.stack_module_state`)
+and run with `vmap(functional_call)`: one forward and one backward serve all K
+models. BatchNorm running statistics are stacked buffers, so each copy keeps its
+own. Per-model strengths are tensors of shape (K,) applied to the stacked
+gradients and weights with the same operations, in the same order, as `fit`
+applies its scalar ones (penalty, clipping, schedule, decay, step, projections),
+so copy k equals a `fit` run with strength k.
+
+By default the copies share their initial weights, minibatch order and dropout
+noise (`randomness="same"`: common random numbers), so differences along the
+path come from the strength alone. `vary=True` gives each copy its own batch
+order (seed + k) and dropout noise; pass a list of models for different
+initial weights.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from regulab import _checks
+from regulab.data.loader import TensorLoader, epoch_seed
+from regulab.groups import param_groups
+from regulab.layers import Dropout
+from regulab.metrics import CLASSIFICATION, LOSSES
+from regulab.sweep import linear
+
+PARAMS = ("l2", "weight_decay", "l1", "dropout", "bn_sparsity")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass
+class Settings:
+    """Training settings shared by the K models; a swept one is replaced per model.
+
+    l2: coupled penalty l2 * ||w||^2 / 2 on the weights (added to the gradient).
+    weight_decay: the optimizer's decay, coupled for sgd/adam (= l2 with SGD),
+    decoupled for adamw (w <- w * (1 - lr * wd), arXiv:1711.05101).
+    l1: l1 * ||w||_1, as l1 * sign(w) in the gradient ("subgradient") or as a
+    soft-threshold by lr * l1 after the step ("proximal"). bn_sparsity: s in the
+    subgradient s * sign(gamma) on BatchNorm scales (Network Slimming,
+    arXiv:1708.06519). "The weights" are `param_groups`' decayed tensors.
+    """
+
+    epochs: int = 10  # passes over the training set
+    loss: str = "cross_entropy"  # cross_entropy | mse | half_mse
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # learning rate
+    momentum: float = 0.0  # sgd: heavy-ball momentum
+    nesterov: bool = False  # sgd: Nesterov momentum
+    betas: tuple = (0.9, 0.999)  # adam / adamw
+    weight_decay: float = 0.0  # see above
+    l2: float = 0.0  # see above
+    l1: float = 0.0  # see above
+    l1_mode: str = "subgradient"  # subgradient | proximal
+    bn_sparsity: float = 0.0  # see above
+    max_norm: float = 0.0  # projection onto ||w|| <= max_norm after each step (0 = off)
+    max_norm_dim: int | None = None  # None: whole tensor; 0: each output unit
+    no_decay: tuple = ()  # extra name patterns kept out of "the weights"
+    clip_grad_norm: float = 0.0  # per model (0 = off)
+    schedule: object = None  # factor(step) multiplying lr, or None
+    augment: object = None  # function applied to each batch, or None
+    seed: int = 0  # torch is reseeded each epoch from (seed, epoch), as `fit` does
+    vary: bool = False  # own batch order (loader seed + first + k) and dropout noise per model
+    first: int = 0  # vary: index of the first of these models in the whole grid
+
+
+class Stacked:
+    """K stacked copies of a model: parameters and buffers with a leading K dimension."""
+
+    def __init__(self, models: list[nn.Module]):
+        self.base = copy.deepcopy(models[0]).to("meta")
+        params, buffers = stack_module_state(models)
+        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
+        self.buffers = {k: v.detach() for k, v in buffers.items()}
+        self.k = len(models)
+
+    def forward(self, x, randomness="same", batched_x=False):
+        def one(params, buffers, x):
+            return functional_call(self.base, (params, buffers), (x,))
+
+        dims = (0, 0, 0 if batched_x else None)
+        return vmap(one, in_dims=dims, randomness=randomness)(self.params, self.buffers, x)
+
+    def model(self, k: int) -> nn.Module:
+        """Copy k as an ordinary module holding copies of its tensors."""
+        tensors = {**self.params, **self.buffers}
+        device = next(iter(tensors.values())).device
+        out = copy.deepcopy(self.base).to_empty(device=device)
+        with torch.no_grad():
+            for name, t in tensors.items():
+                module_name, _, attr = name.rpartition(".")
+                getattr(out.get_submodule(module_name), attr).copy_(t[k])
+        out.train(False)
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, data, loss: str, batch_size: int = 1024) -> dict:
+        """Per-model metrics on data (x, y) in eval mode: tensors of shape (K,).
+
+        loss, loss_se (the standard error of the mean over examples), accuracy.
+        """
+        loss_fn = LOSSES[loss]
+        x, y = data
+        was = self.base.training
+        self.base.eval()
+        sums = torch.zeros(3, self.k, dtype=torch.float64, device=x.device)
+        try:
+            for start in range(0, len(x), batch_size):
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+                out = self.forward(xb)
+                each = vmap(lambda o, y=yb: loss_fn(o, y, reduction="none"))(out).double()
+                each = each.reshape(self.k, -1)
+                sums[0] += each.sum(1)
+                sums[1] += each.square().sum(1)
+                if loss in CLASSIFICATION:
+                    sums[2] += (out.argmax(-1) == yb).sum(1)
+        finally:
+            self.base.train(was)
+        n = len(x)
+        if n == 0:
+            raise ValueError("evaluation data holds no examples")
+        mean = sums[0] / n
+        var = (sums[1] / n - mean.square()).clamp_min(0) * n / max(n - 1, 1)
+        return {
+            "loss": mean,
+            "loss_se": (var / n).sqrt(),
+            "accuracy": sums[2] / n if loss in CLASSIFICATION else None,
+        }
+
+    @torch.no_grad()
+    def weight_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-model (||w||, fraction of exact zeros) over tensors with ndim >= 2 per model."""
+        weights = [p for p in self.params.values() if p.ndim >= 3]
+        if not weights:
+            zero = torch.zeros(self.k, dtype=torch.float64)
+            return zero, zero
+        sq = sum(p.double().square().flatten(1).sum(1) for p in weights)
+        zeros = sum((p == 0).flatten(1).sum(1) for p in weights)
+        size = sum(p[0].numel() for p in weights)
+        return sq.sqrt(), zeros.double() / size
+
+
+def set_dropout(model: nn.Module, p: float) -> int:
+    """Give every regulab `Dropout` (not DropPath) of model drop probability p as a tensor
+    buffer, so that stacking gives each copy its own p; return how many there are."""
+    count = 0
+    for module in model.modules():
+        if type(module) is Dropout:
+            if "p" in module.__dict__:
+                del module.__dict__["p"]
+            module.register_buffer("p", torch.tensor(float(p)), persistent=False)
+            count += 1
+    return count
+
+
+def bn_scales(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm scale (gamma) parameters of model."""
+    return [
+        f"{name}.weight" if name else "weight"
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    ]
+
+
+def decayed_names(model: nn.Module, no_decay=()) -> list[str]:
+    """Names of the tensors `param_groups` decays (ndim >= 2, not norm layers, not no_decay)."""
+    ids = {
+        id(p)
+        for g in param_groups(model, 0.0, no_decay=tuple(no_decay))
+        if g["penalize"]
+        for p in g["params"]
+    }
+    return [name for name, p in model.named_parameters() if id(p) in ids]
+
+
+def fit_sweep(
+    model, param: str, values, train: TensorLoader, settings: Settings, fast: bool = True
+) -> Stacked:
+    """Train one copy of model per value of `param`; return the K trained copies.
+
+    model: an nn.Module (copied K times: shared initial weights) or a list of K
+    modules (their own weights). param: one of PARAMS; values: K strengths, each
+    replacing settings' value of param for its copy. train: a TensorLoader.
+    fast: use `regulab.sweep.linear` for a linear regression (same result, no autograd).
+    The returned `Stacked` has `diverged_epoch` (K,): the first epoch whose loss
+    was not finite, 0 for copies that did not diverge.
+    """
+    _checks.one_of("param", param, PARAMS)
+    s = settings
+    _checks.one_of("settings.optimizer", s.optimizer, OPTIMIZERS)
+    _checks.one_of("settings.loss", s.loss, tuple(LOSSES))
+    _checks.one_of("settings.l1_mode", s.l1_mode, ("subgradient", "proximal"))
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("values must hold at least one strength; got none")
+    for v in values:
+        _checks.non_negative(param, v)
+    if param == "dropout" and max(values) >= 1:
+        raise ValueError(f"dropout p must be in [0, 1); got {max(values)}")
+    models = list(model) if isinstance(model, list | tuple) else [model] * len(values)
+    if len(models) != len(values):
+        raise ValueError(f"model: got {len(models)} models for {len(values)} values")
+    models = [copy.deepcopy(m) for m in models]
+    if param == "dropout":
+        for m, p in zip(models, values, strict=True):
+            if not set_dropout(m, p):
+                raise ValueError("param 'dropout' needs a model with Dropout layers; it has none")
+    if param == "bn_sparsity" and not bn_scales(models[0]):
+        raise ValueError("param 'bn_sparsity' needs a model with BatchNorm layers; it has none")
+    stacked = Stacked(models)
+    if fast and linear.applies(models[0], param, s):
+        linear.train(stacked, param, values, train, s)
+    else:
+        _train(stacked, models[0], param, values, train, s)
+    return stacked
+
+
+def _strength(param, name, values, fixed, like):
+    """(K, 1, ...) tensor of the strength for each copy, broadcastable to like."""
+    column = values if param == name else [fixed] * len(values)
+    out = torch.tensor(column, dtype=like.dtype, device=like.device)
+    return out.view(-1, *[1] * (like.ndim - 1))
+
+
+def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings):
+    params = stacked.params
+    plist = list(params.values())
+    decayed = [params[n] for n in decayed_names(like, s.no_decay)]
+    use_bn = s.bn_sparsity or param == "bn_sparsity"
+    scales = [params[n] for n in bn_scales(like)] if use_bn else []
+    strength = lambda name, fixed, p: _strength(param, name, values, fixed, p)  # noqa: E731
+    l2 = [strength("l2", s.l2, p) for p in decayed]
+    wd = [strength("weight_decay", s.weight_decay, p) for p in decayed]
+    l1 = [strength("l1", s.l1, p) for p in decayed]
+    bn = [strength("bn_sparsity", s.bn_sparsity, p) for p in scales]
+    use_l2 = param == "l2" or s.l2 > 0
+    use_wd = param == "weight_decay" or s.weight_decay > 0
+    use_l1 = param == "l1" or s.l1 > 0
+    l1_grad = use_l1 and s.l1_mode == "subgradient"
+    if s.optimizer == "sgd":
+        opt = torch.optim.SGD(plist, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
+    else:
+        opt = torch.optim.Adam(plist, lr=s.lr, betas=tuple(s.betas))  # decay applied here
+    group = opt.param_groups[0]
+    loss_fn = LOSSES[s.loss]
+    per_loss = vmap(lambda o, y: loss_fn(o, y))
+    loaders = _loaders(train, s, stacked.k)
+    randomness = "different" if s.vary else "same"
+    step = 0
+    stacked.base.train()
+    stacked.diverged_epoch = torch.zeros(stacked.k, dtype=torch.long)
+    for epoch in range(1, s.epochs + 1):
+        reseed(epoch_seed(s.seed, epoch, stream=1))
+        for loader in loaders:
+            loader.set_epoch(epoch)
+        epoch_loss = 0.0
+        for batches in zip(*loaders, strict=True):
+            if len(batches) == 1:
+                (x, y), batched = batches[0], False
+            else:
+                x = torch.stack([b[0] for b in batches])
+                y = torch.stack([b[1] for b in batches])
+                batched = True
+            if s.augment is not None:
+                x = s.augment(x)
+            out = stacked.forward(x, randomness, batched_x=batched)
+            losses = vmap(loss_fn)(out, y) if batched else per_loss(out, _expand(y, stacked.k))
+            losses.sum().backward()
+            with torch.no_grad():
+                grads = [p.grad for p in decayed]
+                if use_l2:
+                    _add_scaled_(grads, decayed, l2)
+                if l1_grad:
+                    _add_scaled_(grads, [p.sign() for p in decayed], l1)
+                if scales:
+                    _add_scaled_([p.grad for p in scales], [p.sign() for p in scales], bn)
+                if s.clip_grad_norm:
+                    _clip_(plist, s.clip_grad_norm)
+                if s.schedule is not None:
+                    group["lr"] = s.lr * s.schedule(step)
+                lr = group["lr"]
+                if use_wd and s.optimizer != "adamw":  # coupled: what torch.optim does
+                    _add_scaled_(grads, decayed, wd)
+                if use_wd and s.optimizer == "adamw":  # decoupled, as torch.optim.AdamW
+                    for p, w in zip(decayed, wd, strict=True):
+                        p.mul_(1 - lr * w)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if use_l1 and s.l1_mode == "proximal":
+                    for p, t in zip(decayed, l1, strict=True):
+                        threshold = lr * t
+                        p.copy_(p.sign() * (p.abs() - threshold).clamp_min(0))
+                if s.max_norm:
+                    _max_norm_(decayed, s.max_norm, s.max_norm_dim)
+            step += 1
+            epoch_loss = epoch_loss + losses.detach()
+        bad = ~torch.isfinite(epoch_loss).cpu() & (stacked.diverged_epoch == 0)
+        stacked.diverged_epoch[bad] = epoch
+    return stacked
+
+
+def reseed(seed: int) -> None:
+    """torch.manual_seed without its per-call cost when CUDA was never initialized."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _add_scaled_(grads, tensors, strengths) -> None:
+    """g += c * t for each (g, t, c): per-model strengths c of shape (K, 1, ...)."""
+    for g, t, c in zip(grads, tensors, strengths, strict=True):
+        g.add_(t * c)
+
+
+def _expand(y, k):
+    return y.expand(k, *y.shape)
+
+
+def _loaders(train: TensorLoader, s: Settings, k: int) -> list[TensorLoader]:
+    if not s.vary:
+        return [train]
+    return [
+        TensorLoader(
+            *train.tensors,
+            batch_size=train.batch_size,
+            shuffle=train.shuffle,
+            seed=train.seed + s.first + i,
+            drop_last=train.drop_last,
+        )
+        for i in range(k)
+    ]
+
+
+def _clip_(params, max_norm: float) -> None:
+    """Per model, as `nn.utils.clip_grad_norm_`: scale by min(1, max_norm / (norm + 1e-6))."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = sum(g.square().flatten(1).sum(1) for g in grads).sqrt()
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [coef.view(-1, *[1] * (g.ndim - 1)) for g in grads])
+
+
+def _max_norm_(params, max_norm: float, dim: int | None) -> None:
+    """Per model, as `regulab.constraints.max_norm_` (dim counted within one model)."""
+    for p in params:
+        if dim is None:
+            norms = torch.linalg.vector_norm(p.flatten(1), dim=1).view(-1, *[1] * (p.ndim - 1))
+        else:
+            d = dim % (p.ndim - 1) + 1
+            others = [i for i in range(1, p.ndim) if i != d]
+            norms = torch.linalg.vector_norm(p, dim=others, keepdim=True) if others else p.abs()
+        p.mul_(torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-30), 1.0))

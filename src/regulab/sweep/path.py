@@ -1,0 +1,259 @@
+"""A recipe and a grid of strengths -> the regularization path, one row per strength.
+
+Holdout (folds = 0): the K models train on the recipe's training split and are
+scored on its validation split. k-fold: training and validation splits are
+pooled and cut into `folds` parts (shuffled with data.seed); for each part the K
+models train on the others and are scored on it; then the K models are refit on
+the whole pool for the train / test columns. The test split is only reported.
+For linear regression each row also gives the exact ridge solution's ||w|| and
+the SGD weights' distance from it (`regulab.ridge`), which says whether SGD had
+converged.
+"""
+
+import math
+
+import torch
+
+from regulab import config, experiment
+from regulab.config import RecipeError
+from regulab.sweep import memory
+from regulab.sweep.engine import PARAMS, Settings, fit_sweep
+
+RECIPE_FIELD = {  # the recipe value a swept parameter replaces
+    "l2": ("penalty", "l2"),
+    "weight_decay": ("optim", "weight_decay"),
+    "l1": ("penalty", "l1"),
+    "dropout": ("model", "dropout"),
+    "bn_sparsity": (None, None),  # no recipe field: 0 unless swept
+}
+DROPOUT_MODELS = ("mlp", "vgg_bn")
+
+
+def settings(recipe: config.Recipe, schedule=None, augment=None) -> Settings:
+    """The engine's settings from a recipe (one visible line per field)."""
+    o, p, t = recipe.optim, recipe.penalty, recipe.train
+    return Settings(
+        epochs=t.epochs,
+        loss=t.loss,
+        optimizer=o.name,
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        betas=tuple(o.betas),
+        weight_decay=o.weight_decay,
+        l2=p.l2,
+        l1=p.l1,
+        l1_mode=p.l1_mode,
+        max_norm=p.max_norm,
+        max_norm_dim=None if p.max_norm_dim == -1 else p.max_norm_dim,
+        no_decay=tuple(o.no_decay),
+        clip_grad_norm=t.clip_grad_norm,
+        schedule=schedule,
+        augment=augment,
+        seed=t.seed,
+    )
+
+
+def check(recipe: config.Recipe, param: str, values) -> None:
+    """Refuse what the sweep cannot do with this recipe, naming the setting."""
+    if param not in PARAMS:
+        raise RecipeError(f"--param must be one of {', '.join(PARAMS)}; got {param!r}")
+    m = recipe.model
+    if param == "dropout":
+        if m.name not in DROPOUT_MODELS:
+            raise RecipeError(
+                f"--param dropout: model.name {m.name!r} has no dropout layers "
+                f"(dropout can be swept for {', '.join(DROPOUT_MODELS)})"
+            )
+        if max(values) >= 1:
+            raise RecipeError(f"--grid: dropout p must be in [0, 1); got {max(values):g}")
+    if param == "bn_sparsity" and m.name not in ("vgg_bn", "resnet_bn"):
+        raise RecipeError(
+            f"--param bn_sparsity: model.name {m.name!r} has no BatchNorm layers "
+            "(bn_sparsity can be swept for vgg_bn and resnet_bn)"
+        )
+    if recipe.early_stopping.patience:
+        raise RecipeError(
+            "early_stopping.patience: the sweep trains every strength for train.epochs "
+            f"and does not stop early; got {recipe.early_stopping.patience} "
+            "(use --set early_stopping.patience=0)"
+        )
+
+
+def build_models(recipe, splits, param, count: int, seed: int, vary: bool, first: int = 0):
+    """One model (shared initial weights) or `count` models seeded seed + first + k (vary)."""
+    if param == "dropout":  # build with dropout layers; the engine sets each copy's p
+        hidden = len(recipe.model.hidden) if recipe.model.name == "mlp" else 1
+        recipe = config.from_dict(
+            {
+                **config.to_dict(recipe),
+                "model": {**config.to_dict(recipe)["model"], "dropout": [0.5] * hidden},
+            }
+        )
+    seeds = [seed + first + k for k in range(count)] if vary else [seed]
+    models = []
+    for s in seeds:
+        torch.manual_seed(s)  # the initial weights, as `regulab train` draws them
+        models.append(experiment.build_model(recipe, splits))
+    return models if vary else models[0]
+
+
+def compute_rows(
+    recipe,
+    param: str,
+    values,
+    *,
+    seed: int = 0,
+    folds: int = 0,
+    vary: bool = False,
+    device: str = "cpu",
+    max_memory: float | None = None,
+    grid=None,
+) -> list[dict]:
+    """The path: one row per value (ascending as given) with the metrics of `PATH_COLUMNS`.
+
+    recipe: a Recipe or its dict (what a Ray worker receives). grid: the whole grid
+    when values is a chunk of it (with vary, strength k of the grid gets seed + k).
+    """
+    if isinstance(recipe, dict):
+        recipe = config.from_dict(recipe)
+    values = [float(v) for v in values]
+    check(recipe, param, values)
+    splits = experiment.load_data(recipe, seed).to(device)
+    if folds == 0 and splits.val is None:
+        raise RecipeError(
+            "the sweep chooses on validation data: set data.val_fraction > 0 "
+            "(--set data.val_fraction=0.2) or use --folds K"
+        )
+    first = [float(v) for v in grid].index(values[0]) if grid is not None else 0
+    models = build_models(recipe, splits, param, len(values), seed, vary, first)
+    models = models.to(device) if not isinstance(models, list) else [m.to(device) for m in models]
+    one = models[0] if isinstance(models, list) else models
+    memory.check(
+        one, splits.train[0][: recipe.train.batch_size], len(values), recipe, device, max_memory
+    )
+    if folds:
+        pool = _pool(splits)
+        parts = _folds(len(pool[0]), folds, recipe.data.seed, device)
+        per_fold = []
+        for part in parts:
+            keep = torch.ones(len(pool[0]), dtype=torch.bool, device=device)
+            keep[part] = False
+            train = tuple(t[keep] for t in pool)
+            held = tuple(t[part] for t in pool)
+            stacked = _fit(recipe, splits, models, param, values, train, seed, vary, first)
+            per_fold.append((stacked.evaluate(held, recipe.train.loss), stacked.diverged_epoch))
+        final_train = pool
+    else:
+        final_train = splits.train
+    stacked = _fit(recipe, splits, models, param, values, final_train, seed, vary, first)
+    loss = recipe.train.loss
+    n_eval = recipe.train.eval_train or len(final_train[0])
+    train_m = stacked.evaluate(tuple(t[:n_eval] for t in final_train), loss)
+    test_m = stacked.evaluate(splits.test, loss)
+    if folds:
+        val_loss = torch.stack([f[0]["loss"] for f in per_fold])  # (folds, K)
+        val_se = val_loss.std(0, correction=1) / math.sqrt(folds)
+        val_acc = (
+            torch.stack([f[0]["accuracy"] for f in per_fold]).mean(0)
+            if per_fold[0][0]["accuracy"] is not None
+            else None
+        )
+        diverged = stacked.diverged_epoch.clone()
+        for f in per_fold:
+            diverged = torch.maximum(diverged, f[1])
+        val_mean = val_loss.mean(0)
+    else:
+        val_m = stacked.evaluate(splits.val, loss)
+        val_mean, val_se, val_acc = val_m["loss"], val_m["loss_se"], val_m["accuracy"]
+        diverged = stacked.diverged_epoch
+    w_norm, zeros = stacked.weight_stats()
+    closed = _closed_form(recipe, param, values, stacked, final_train)
+    rows = []
+    for k, lam in enumerate(values):
+        row = {
+            "lambda": lam,
+            "status": "diverged" if diverged[k] else "completed",
+            "train_loss": _num(train_m["loss"], k),
+            "train_accuracy": _num(train_m["accuracy"], k),
+            "val_loss": _num(val_mean, k),
+            "val_loss_se": _num(val_se, k),
+            "val_accuracy": _num(val_acc, k),
+            "test_loss": _num(test_m["loss"], k),
+            "test_accuracy": _num(test_m["accuracy"], k),
+            "w_norm": _num(w_norm, k),
+            "zero_fraction": _num(zeros, k),
+            "closed_form_w_norm": _num(closed[0], k) if closed else None,
+            "closed_form_distance": _num(closed[1], k) if closed else None,
+        }
+        if folds:
+            row["val_loss_folds"] = [_num(val_loss[f], k) for f in range(folds)]
+        if diverged[k]:
+            row = {key: (v if key in ("lambda", "status") else None) for key, v in row.items()}
+        rows.append(row)
+    return rows
+
+
+def preflight(recipe, param: str, k: int, *, seed=0, device="cpu", max_memory=None) -> dict:
+    """Load the data and build one model: raise what the sweep would raise, before any
+    training (missing data, a model the sweep cannot handle, k copies not fitting)."""
+    check(recipe, param, [0.0])
+    splits = experiment.load_data(recipe, seed).to(device)
+    model = build_models(recipe, splits, param, 1, seed, False).to(device)
+    batch = splits.train[0][: recipe.train.batch_size]
+    return memory.check(model, batch, k, recipe, device, max_memory)
+
+
+def _fit(recipe, splits, models, param, values, train, seed, vary, first):
+    loader = experiment.loader(recipe, experiment.Splits(train, None, splits.test, 0), seed)
+    s = settings(
+        recipe,
+        schedule=experiment.build_schedule(recipe, len(loader)),
+        augment=experiment.build_augment(recipe, splits),
+    )
+    s.seed, s.vary, s.first = seed, vary, first
+    return fit_sweep(models, param, values, loader, s)
+
+
+def _pool(splits) -> tuple:
+    if splits.val is None:
+        return splits.train
+    return tuple(torch.cat([a, b]) for a, b in zip(splits.train, splits.val, strict=True))
+
+
+def _folds(n: int, folds: int, seed: int, device) -> list[torch.Tensor]:
+    """`folds` disjoint index sets covering range(n), from a permutation seeded by seed."""
+    if not 2 <= folds <= n:
+        raise RecipeError(f"--folds must be between 2 and the {n} training examples; got {folds}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
+    return list(order.tensor_split(folds))
+
+
+def _closed_form(recipe, param, values, stacked, train):
+    """(||w||, distance of the SGD weights) of the exact ridge solutions, or None."""
+    from regulab.ridge import ridge_path
+
+    o, p = recipe.optim, recipe.penalty
+    if (
+        recipe.model.name != "linear"
+        or recipe.train.loss not in ("half_mse", "mse")
+        or param not in ("l2", "weight_decay")
+        or o.name == "adamw"
+        or p.l1
+        or p.max_norm
+        or (p.l2 if param == "weight_decay" else o.weight_decay)
+    ):
+        return None
+    x, y = (t.double() for t in train)
+    half = 0.5 if recipe.train.loss == "mse" else 1.0  # mse = 2 x (half_mse), so lambda / 2
+    w, _ = ridge_path(x.flatten(1), y, [v * half for v in values])
+    (name,) = [n for n, t in stacked.params.items() if t.ndim == 3]
+    w_sgd = stacked.params[name].detach().double().flatten(1).to(w.device)
+    return w.norm(dim=1), (w_sgd - w).norm(dim=1)
+
+
+def _num(t, k):
+    if t is None:
+        return None
+    v = float(t[k])
+    return v if math.isfinite(v) else None
