@@ -36,11 +36,13 @@ def test_demo_writes_the_documented_run_folder(demo_run):
         "config.json",
         "curves.png",
         "metrics.csv",
+        "path.csv",
+        "path.png",
         "report.md",
         "summary.json",
     ]
     summary = json.loads((demo_run / "summary.json").read_text())
-    assert set(summary) == {"command", "status", "seconds", "results"}
+    assert set(summary) == {"command", "status", "seconds", "results", "sweep"}
     assert summary["status"] == "completed"
     assert [r["lambda"] for r in summary["results"]] == [0.0, 3.0]
     assert all(set(r) == SUMMARY_KEYS for r in summary["results"])
@@ -56,6 +58,8 @@ def test_demo_writes_the_documented_run_folder(demo_run):
         "num_inputs": 200,
         "impl": "scratch",
         "device": "cpu",
+        "sweep_grid": "0,3,logspace(-3,2,32)",
+        "sweep_folds": 5,
     }
     assert {"regulab_version", "git_revision", "torch_version"} <= set(config)
 

@@ -17,6 +17,7 @@ EXPECTED_VARIANTS = {
     "compare_fashion": ["none", "l2", "l1", "dropout", "early_stopping"],
     "dropout_mlp_fashion": ["dropout_mlp_fashion"],
     "lr_decay_l2": ["constant", "inverse_sqrt"],
+    "mlp_digits": ["mlp_digits"],
     "weight_decay_linear": ["lambda_0", "lambda_3"],
 }
 

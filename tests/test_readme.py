@@ -19,7 +19,7 @@ def python_blocks():
 def test_readme_examples_run_and_the_copies_match_the_library():
     namespace = {}
     blocks = python_blocks()
-    assert len(blocks) == 12
+    assert len(blocks) == 13
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         for block in blocks:
@@ -32,6 +32,8 @@ def test_readme_examples_run_and_the_copies_match_the_library():
         "12",
         "DropBlock2d(p=0.1, block_size=3) Dropout(p=0.5)",
         "0.5 1 3",
+        "0.001 5 0.933",  # the sweep examples
+        "['0.957', '0.956', '0.939'] Sequential",
     ):
         assert expected in lines
     assert any(line.startswith("0.0707") for line in lines)

@@ -33,6 +33,7 @@ from regulab.penalties import (
 )
 from regulab.ridge import ridge, ridge_path
 from regulab.schedules import cosine, exponential, inverse_sqrt, inverse_time, lambda_lr, step
+from regulab.sweep import LambdaSearch, fit_sweep
 from regulab.train import History, fit
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "EarlyStopping",
     "FitResult",
     "History",
+    "LambdaSearch",
     "Penalty",
     "TensorLoader",
     "TrainingDiverged",
@@ -60,6 +62,7 @@ __all__ = [
     "exponential",
     "fashion_mnist",
     "fit",
+    "fit_sweep",
     "gaussian_noise",
     "group_lasso_penalty",
     "hflip",

@@ -136,7 +136,7 @@ def run_demo(args, console) -> int:
     out = args.out or runs.default_run_dir("demo")
     start = time.perf_counter()
     with runs.run_folder(out, overwrite=args.overwrite) as tmp:
-        settings = asdict(cfg)
+        settings = {**asdict(cfg), "sweep_grid": args.grid, "sweep_folds": args.folds}
         runs.write_json(
             tmp / "config.json", {"command": "demo", "settings": settings, **runs.environment()}
         )

@@ -9,4 +9,13 @@
 - `select`: the strength with the lowest validation loss, or the one-standard-
   error rule; the test set never takes part.
 - `grid`: "0,logspace(-3,2,32)" -> a sorted list of strengths.
+- `search`: `LambdaSearch`, all of the above behind the scikit-learn contract;
+  `ray_engine` spreads the grid over Ray Tune trials.
 """
+
+from regulab.sweep.engine import PARAMS, Settings, Stacked, fit_sweep
+from regulab.sweep.grid import parse_grid
+from regulab.sweep.search import LambdaSearch
+from regulab.sweep.select import choose
+
+__all__ = ["PARAMS", "LambdaSearch", "Settings", "Stacked", "choose", "fit_sweep", "parse_grid"]

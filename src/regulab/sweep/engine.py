@@ -153,7 +153,8 @@ def set_dropout(model: nn.Module, p: float) -> int:
         if type(module) is Dropout:
             if "p" in module.__dict__:
                 del module.__dict__["p"]
-            module.register_buffer("p", torch.tensor(float(p)), persistent=False)
+            p_tensor = torch.tensor(float(p), dtype=torch.float64)  # cast to x's dtype on use
+            module.register_buffer("p", p_tensor, persistent=False)
             count += 1
     return count
 
@@ -260,14 +261,14 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
             loader.set_epoch(epoch)
         epoch_loss = 0.0
         for batches in zip(*loaders, strict=True):
+            if s.augment is not None:  # per batch: augmentations expect (N, C, H, W)
+                batches = [(s.augment(b[0]), *b[1:]) for b in batches]
             if len(batches) == 1:
                 (x, y), batched = batches[0], False
             else:
                 x = torch.stack([b[0] for b in batches])
                 y = torch.stack([b[1] for b in batches])
                 batched = True
-            if s.augment is not None:
-                x = s.augment(x)
             out = stacked.forward(x, randomness, batched_x=batched)
             losses = vmap(loss_fn)(out, y) if batched else per_loss(out, _expand(y, stacked.k))
             losses.sum().backward()

@@ -28,6 +28,7 @@ def applies(model: nn.Module, param: str, s) -> bool:
         and s.optimizer == "sgd"
         and param in ("l2", "weight_decay", "l1")
         and not (s.clip_grad_norm or s.augment or s.vary or s.max_norm or s.bn_sparsity)
+        and not s.no_decay
     )
 
 

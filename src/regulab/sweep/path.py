@@ -168,6 +168,9 @@ def compute_rows(
         val_mean, val_se, val_acc = val_m["loss"], val_m["loss_se"], val_m["accuracy"]
         diverged = stacked.diverged_epoch
     w_norm, zeros = stacked.weight_stats()
+    # as `fit`: non-finite final metrics also mean diverged (e.g. blown up in the last step)
+    finite = train_m["loss"].isfinite() & val_mean.isfinite() & w_norm.isfinite()
+    diverged = torch.where((diverged == 0) & ~finite.cpu(), recipe.train.epochs, diverged)
     closed = _closed_form(recipe, param, values, stacked, final_train)
     rows = []
     for k, lam in enumerate(values):
