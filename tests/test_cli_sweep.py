@@ -221,3 +221,48 @@ def test_ray_engine_gives_the_local_path_and_choice(linear_run, tmp_path):
     for a, b in zip(read_csv(linear_run / "path.csv"), read_csv(out / "path.csv"), strict=True):
         for key in ("val_loss", "test_loss", "w_norm", "closed_form_distance"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6)
+
+
+def test_every_strength_diverging_is_one_line_exit_1(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_cli("sweep", write(tmp_path, DIGITS), "--param", "l2", "--grid", "1e6,1e7",
+                   "--out", str(out))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("sets", "param", "message"),
+    [
+        (["model.hidden=[]"], "dropout", "no dropout layers"),
+        (["optim.no_decay=['*.weight']"], "l1", "optim.no_decay"),
+    ],
+)
+def test_a_strength_with_nothing_to_act_on_is_refused(tmp_path, capsys, sets, param, message):
+    out = tmp_path / "run"
+    args = [a for s in sets for a in ("--set", s)]
+    code = run_cli("sweep", write(tmp_path, DIGITS), "--param", param, "--grid", "0,0.5",
+                   *args, "--out", str(out))  # fmt: skip
+    assert code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unreachable_ray_address_is_refused_at_once(tmp_path, capsys):
+    code = run_cli("sweep", LINEAR, "--variant", "lambda_0", "--folds", "4", "--engine", "ray",
+                   "--ray-address", "127.0.0.1:1", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert code == 2 and "--ray-address" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_demo_refuses_folds_before_training(tmp_path, capsys):
+    assert run_cli("demo", "--folds", "25", "--out", str(tmp_path / "d")) == 2
+    assert "--folds" in capsys.readouterr().err
+
+
+def test_demo_with_every_sweep_strength_diverging_is_one_line_exit_1(tmp_path, capsys):
+    code = run_cli("demo", "--seeds", "1", "--epochs", "20", "--grid", "1000,2000",
+                   "--out", str(tmp_path / "d"))  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

@@ -203,6 +203,26 @@ def test_rows_equal_sequential_runs_of_the_recipe_with_that_strength(param, valu
     assert rows[0]["val_loss"] != pytest.approx(rows[1]["val_loss"], abs=1e-3)
 
 
+@pytest.mark.parametrize(
+    "model, extra",
+    [
+        ({"name": "vgg_bn", "cfg": [4, "M", 8, "M"]}, {"augment": {"random_crop": 1}}),
+        ({"name": "resnet_bn", "widths": [4, 8], "blocks": [1, 1], "drop_path": 0.2}, {}),
+    ],
+)
+def test_batchnorm_rows_equal_sequential_runs(model, extra):
+    """Running statistics included: nothing before training may touch them (not even the
+    memory estimate's forward pass), so val/test losses in eval mode agree."""
+    sections = {"model": model, "train": {"epochs": 1, "eval_train": 300}, **extra}
+    seed = 1
+    rows = compute_rows(_recipe(DIGITS, **sections), "weight_decay", [0.0, 0.01], seed=seed)
+    for v, row in zip([0.0, 0.01], rows, strict=True):
+        recipe = _recipe(DIGITS, **{**sections, "optim": {**DIGITS["optim"], "weight_decay": v}})
+        final = _sequential(recipe, seed)
+        for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "w_norm"):
+            assert row[key] == pytest.approx(final[key], rel=1e-5, abs=1e-6), key
+
+
 # --- k-fold ---------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,8 @@ def test_rows_in_grid_order_equal_local_run(ray_instance, tmp_path, monkeypatch)
     assert info["engine"] == "ray" and info["trials"] == 3 and info["started_ray"]
     assert info["ray_version"] == ray.__version__ and info["cluster_cpus"] == 2
     assert info["seconds_total"] > info["seconds_startup"] > 0
-    assert not Path(info["storage"]).exists()  # the temporary results are deleted
+    assert info["storage"] is None  # temporary results: deleted, so not named
+    assert not list(Path(tempfile.gettempdir()).glob("regulab-ray-*"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["offset.txt"]  # nothing in the cwd
     assert results_home.exists() == existed
 

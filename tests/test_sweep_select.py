@@ -48,7 +48,7 @@ def test_one_se_uses_the_se_of_the_minimum_row_and_includes_the_boundary():
     assert choose(rows, "one_se") == 2
 
 
-def test_one_se_does_not_go_beyond_a_larger_loss():
+def test_one_se_takes_the_largest_lambda_in_the_band_even_past_a_larger_loss():
     # a later row back within the band is still chosen: the rule is "largest lambda within"
     rows = path([1.0, 1.5, 1.05], se=[0.1, 0.1, 0.1])
     assert choose(rows, "one_se") == 2

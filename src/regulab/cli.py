@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     from regulab.config import RecipeError
     from regulab.linear_regression import TrainingDiverged
     from regulab.runs import RunFolderError
+    from regulab.sweep.select import NothingToChoose
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ) as e:  # the parser checked each option on its own
         print(f"regulab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except NothingToChoose as e:
+        print(f"regulab {args.command}: error: {e}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
     except TrainingDiverged as e:
         print(f"regulab {args.command}: error: {e}; nothing was written", file=sys.stderr)
         return EXIT_FAILED

@@ -98,6 +98,12 @@ def run_demo(args, console) -> int:
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
+    fold_train = cfg.n_train - -(-cfg.n_train // args.folds)  # examples a fold trains on
+    if args.folds > cfg.n_train or cfg.batch_size > fold_train:
+        raise UsageError(
+            f"--folds must leave at least --batch-size {cfg.batch_size} of the {cfg.n_train} "
+            f"training examples to train on in each fold; got {args.folds}"
+        )
     out = args.out or runs.default_run_dir("demo")
     start = time.perf_counter()
     with runs.run_folder(out, overwrite=args.overwrite) as tmp:
@@ -119,10 +125,6 @@ def run_demo(args, console) -> int:
             results = demo.run(cfg, on_run=lambda: progress.advance(task))
         rows = demo.metric_rows(results)
         summary = demo.summarize(results)
-        if args.folds > cfg.n_train:
-            raise UsageError(
-                f"--folds must be at most the {cfg.n_train} training examples; got {args.folds}"
-            )
         search = demo.sweep(cfg, args.grid, args.folds)
         report.write_metrics_csv(rows, tmp / "metrics.csv")
         report.plot_curves(rows, tmp / "curves.png")
@@ -169,6 +171,7 @@ def _demo_sweep(search, args, cfg, folder) -> dict:
         "best_index": best,
         "best": search.best_,
         "seconds": round(search.seconds_, 3),
+        "more_inputs_than_examples": cfg.num_inputs > cfg.n_train,
     }
     sweep_report.write_path_csv(rows, folder / "path.csv", chosen=best)
     sweep_plot.plot_path(rows, best, folder / "path.png", param="λ (L2)", loss_name="half_mse")

@@ -107,10 +107,18 @@ def run_sweep(args, console) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     search.recipe = recipe
+    if args.engine == "ray" and args.ray_address not in (None, "auto"):
+        _probe(args.ray_address, UsageError)
     k = len(values) if args.ray_address is None else -(-len(values) // (args.chunks or 2))
     try:  # before anything is written: the data, the model, the memory of k copies
-        path.preflight(
-            recipe, args.param, k, seed=seed, device=recipe.train.device, max_memory=args.max_memory
+        data = path.preflight(
+            recipe,
+            args.param,
+            k,
+            seed=seed,
+            folds=args.folds,
+            device=recipe.train.device,
+            max_memory=args.max_memory,
         )
     except config.RecipeError:
         raise
@@ -131,6 +139,8 @@ def run_sweep(args, console) -> int:
         "chunks": args.chunks,
         "ray_address": args.ray_address,
         "max_memory": args.max_memory,
+        "examples": data["examples"],  # what the final fit trains on
+        "inputs": data["inputs"],
     }
     try:
         summary = _write(args, console, recipe, values, seed, search, out, settings, start)
@@ -188,9 +198,24 @@ def _write(args, console, recipe, values, seed, search, out, settings, start) ->
             "diverged": sum(r["status"] == "diverged" for r in rows),
             "engine": args.engine,
             "engine_info": search.engine_info_,
+            "more_inputs_than_examples": settings["inputs"] > settings["examples"],
         }
         report.write_path_csv(rows, tmp / "path.csv", chosen=best)
         plot.plot_path(rows, best, tmp / "path.png", param=args.param, loss_name=recipe.train.loss)
         runs.write_text(tmp / "report.md", report.report_markdown(summary, rows, "path.png"))
         runs.write_json(tmp / "summary.json", summary)
     return summary
+
+
+def _probe(address: str, error) -> None:
+    """Fail fast on a cluster address nothing listens at (ray.init would retry for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise error(
+            f"--ray-address must be HOST:PORT (or ray://HOST:PORT, or auto) of a running Ray "
+            f"cluster; cannot reach {address!r}: {e}"
+        ) from e

@@ -12,7 +12,9 @@ By default the copies share their initial weights, minibatch order and dropout
 noise (`randomness="same"`: common random numbers), so differences along the
 path come from the strength alone. `vary=True` gives each copy its own batch
 order (seed + k) and dropout noise; pass a list of models for different
-initial weights.
+initial weights. In a dropout sweep every copy has the dropout layers (p = 0
+drops nothing but still draws), so its other random layers see the same draws as
+the other copies rather than those of a model built without dropout layers.
 """
 
 import copy
@@ -20,14 +22,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import vmap
 
 from regulab import _checks
 from regulab.data.loader import TensorLoader, epoch_seed
 from regulab.groups import param_groups
 from regulab.layers import Dropout
-from regulab.metrics import CLASSIFICATION, LOSSES
+from regulab.metrics import LOSSES
 from regulab.sweep import linear
+from regulab.sweep.stacked import Stacked
 
 PARAMS = ("l2", "weight_decay", "l1", "dropout", "bn_sparsity")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -67,82 +70,6 @@ class Settings:
     seed: int = 0  # torch is reseeded each epoch from (seed, epoch), as `fit` does
     vary: bool = False  # own batch order (loader seed + first + k) and dropout noise per model
     first: int = 0  # vary: index of the first of these models in the whole grid
-
-
-class Stacked:
-    """K stacked copies of a model: parameters and buffers with a leading K dimension."""
-
-    def __init__(self, models: list[nn.Module]):
-        self.base = copy.deepcopy(models[0]).to("meta")
-        params, buffers = stack_module_state(models)
-        self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        self.buffers = {k: v.detach() for k, v in buffers.items()}
-        self.k = len(models)
-
-    def forward(self, x, randomness="same", batched_x=False):
-        def one(params, buffers, x):
-            return functional_call(self.base, (params, buffers), (x,))
-
-        dims = (0, 0, 0 if batched_x else None)
-        return vmap(one, in_dims=dims, randomness=randomness)(self.params, self.buffers, x)
-
-    def model(self, k: int) -> nn.Module:
-        """Copy k as an ordinary module holding copies of its tensors."""
-        tensors = {**self.params, **self.buffers}
-        device = next(iter(tensors.values())).device
-        out = copy.deepcopy(self.base).to_empty(device=device)
-        with torch.no_grad():
-            for name, t in tensors.items():
-                module_name, _, attr = name.rpartition(".")
-                getattr(out.get_submodule(module_name), attr).copy_(t[k])
-        out.train(False)
-        return out
-
-    @torch.no_grad()
-    def evaluate(self, data, loss: str, batch_size: int = 1024) -> dict:
-        """Per-model metrics on data (x, y) in eval mode: tensors of shape (K,).
-
-        loss, loss_se (the standard error of the mean over examples), accuracy.
-        """
-        loss_fn = LOSSES[loss]
-        x, y = data
-        was = self.base.training
-        self.base.eval()
-        sums = torch.zeros(3, self.k, dtype=torch.float64, device=x.device)
-        try:
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                out = self.forward(xb)
-                each = vmap(lambda o, y=yb: loss_fn(o, y, reduction="none"))(out).double()
-                each = each.reshape(self.k, -1)
-                sums[0] += each.sum(1)
-                sums[1] += each.square().sum(1)
-                if loss in CLASSIFICATION:
-                    sums[2] += (out.argmax(-1) == yb).sum(1)
-        finally:
-            self.base.train(was)
-        n = len(x)
-        if n == 0:
-            raise ValueError("evaluation data holds no examples")
-        mean = sums[0] / n
-        var = (sums[1] / n - mean.square()).clamp_min(0) * n / max(n - 1, 1)
-        return {
-            "loss": mean,
-            "loss_se": (var / n).sqrt(),
-            "accuracy": sums[2] / n if loss in CLASSIFICATION else None,
-        }
-
-    @torch.no_grad()
-    def weight_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-model (||w||, fraction of exact zeros) over tensors with ndim >= 2 per model."""
-        weights = [p for p in self.params.values() if p.ndim >= 3]
-        if not weights:
-            zero = torch.zeros(self.k, dtype=torch.float64)
-            return zero, zero
-        sq = sum(p.double().square().flatten(1).sum(1) for p in weights)
-        zeros = sum((p == 0).flatten(1).sum(1) for p in weights)
-        size = sum(p[0].numel() for p in weights)
-        return sq.sqrt(), zeros.double() / size
 
 
 def set_dropout(model: nn.Module, p: float) -> int:
@@ -203,17 +130,21 @@ def fit_sweep(
         _checks.non_negative(param, v)
     if param == "dropout" and max(values) >= 1:
         raise ValueError(f"dropout p must be in [0, 1); got {max(values)}")
-    models = list(model) if isinstance(model, list | tuple) else [model] * len(values)
-    if len(models) != len(values):
+    shared = not isinstance(model, list | tuple)
+    models = [copy.deepcopy(m) for m in ([model] if shared else model)]
+    if not shared and len(models) != len(values):
         raise ValueError(f"model: got {len(models)} models for {len(values)} values")
-    models = [copy.deepcopy(m) for m in models]
     if param == "dropout":
-        for m, p in zip(models, values, strict=True):
-            if not set_dropout(m, p):
+        for m in models:
+            if not set_dropout(m, 0.5):
                 raise ValueError("param 'dropout' needs a model with Dropout layers; it has none")
     if param == "bn_sparsity" and not bn_scales(models[0]):
         raise ValueError("param 'bn_sparsity' needs a model with BatchNorm layers; it has none")
-    stacked = Stacked(models)
+    stacked = Stacked(models, k=len(values) if shared else None)
+    if param == "dropout":  # each copy's own p, one buffer per Dropout layer
+        for name, m in models[0].named_modules():
+            if type(m) is Dropout:
+                stacked.buffers[f"{name}.p"].copy_(torch.tensor(values, dtype=torch.float64))
     if fast and linear.applies(models[0], param, s):
         linear.train(stacked, param, values, train, s)
     else:
@@ -300,7 +231,10 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
                     _max_norm_(decayed, s.max_norm, s.max_norm_dim)
             step += 1
             epoch_loss = epoch_loss + losses.detach()
-        bad = ~torch.isfinite(epoch_loss).cpu() & (stacked.diverged_epoch == 0)
+        # as `fit`: diverged when the loss or the weights stop being finite
+        finite = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in plist]).all(0)
+        finite &= torch.isfinite(epoch_loss)
+        bad = ~finite.cpu() & (stacked.diverged_epoch == 0)
         stacked.diverged_epoch[bad] = epoch
     return stacked
 

@@ -21,6 +21,9 @@ FUNCTIONS = {"logspace": np.logspace, "linspace": np.linspace}
 _CALL = re.compile(r"([A-Za-z_]\w*)\s*\((.*)\)", re.DOTALL)
 
 
+MAX_N = 1_000_000  # strengths per logspace/linspace: beyond any memory, refused at once
+
+
 def parse_grid(text, name: str = "--grid") -> list[float]:
     """Return the strengths in `text` sorted ascending, exact duplicates removed.
 
@@ -94,6 +97,8 @@ def _item(item: str, fail) -> list[float]:
         n = None
     if n is None or n < 1:
         fail(f"n must be an integer >= 1, and {item!r} has n = {args[2]}")
+    if n > MAX_N:
+        fail(f"n must be at most {MAX_N:,} (one model per strength), and {item!r} has n = {n}")
     with np.errstate(over="ignore"):  # an overflow to inf is reported as not finite
         return FUNCTIONS[func](a, b, n).tolist()
 

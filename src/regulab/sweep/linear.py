@@ -10,6 +10,8 @@ with the strengths applied as in `engine`.
 import torch
 from torch import nn
 
+from regulab.data.loader import TensorLoader
+
 LOSS_SCALE = {"half_mse": 1.0, "mse": 2.0}
 
 
@@ -34,52 +36,72 @@ def applies(model: nn.Module, param: str, s) -> bool:
 
 @torch.no_grad()
 def train(stacked, param: str, values, loader, s) -> None:
-    """Train the K stacked linear models of `stacked` in place (see module docstring)."""
+    """Train the K stacked linear models of `stacked` in place (see module docstring).
+
+    The bias is folded into the weights as a last column against an input of ones,
+    so a step is three matrix operations: r = [x 1] W^T - y, the gradient
+    r^T [x 1] / B plus the decay (zero on the bias column), and the update.
+    """
     (w_name,) = [n for n, p in stacked.params.items() if p.ndim == 3]
     (b_name,) = [n for n, p in stacked.params.items() if p.ndim == 2]
-    w = stacked.params[w_name].detach().squeeze(1).clone()  # (K, d)
-    b = stacked.params[b_name].detach().squeeze(1).clone()  # (K,)
+    w = stacked.params[w_name].detach().squeeze(1)  # (K, d)
+    b = stacked.params[b_name].detach()  # (K, 1)
+    k, d = w.shape
+    weights = torch.cat([w, b], 1)  # (K, d + 1)
 
     def column(name, fixed):
         got = values if param == name else [fixed] * len(values)
-        return torch.tensor(got, dtype=w.dtype, device=w.device)[:, None]
+        strength = torch.tensor(got, dtype=w.dtype, device=w.device)[:, None]
+        return torch.cat([strength.expand(k, d), torch.zeros_like(b)], 1)  # bias: none
 
-    l2, wd, l1 = column("l2", s.l2), column("weight_decay", s.weight_decay), column("l1", s.l1)
-    coupled = l2 + wd  # both are added to the gradient before the SGD step
-    l1_grad = s.l1_mode == "subgradient"
+    coupled = column("l2", s.l2) + column("weight_decay", s.weight_decay)  # added to the grad
+    l1 = column("l1", s.l1)
+    use_l1 = param == "l1" or s.l1 > 0
+    l1_grad = use_l1 and s.l1_mode == "subgradient"
     scale = LOSS_SCALE[s.loss]
-    buf_w = buf_b = None
+    x_all, y_all = loader.tensors[:2]
+    x_all = torch.cat([x_all.flatten(1), torch.ones_like(x_all[:, :1].flatten(1))], 1)
+    neg_y = -y_all.to(w.dtype)[:, None]
+    batches = TensorLoader(  # the same batches as `loader`: its order comes from (seed, epoch)
+        x_all,
+        neg_y,
+        batch_size=loader.batch_size,
+        shuffle=loader.shuffle,
+        seed=loader.seed,
+        drop_last=loader.drop_last,
+    )
+    plain = not s.momentum and not l1_grad  # no gradient buffer needed
+    shrink = 1 - s.lr * coupled if s.schedule is None else None
+    buf = None
     step = 0
-    stacked.diverged_epoch = torch.zeros(stacked.k, dtype=torch.long)
+    stacked.diverged_epoch = torch.zeros(k, dtype=torch.long)
     for epoch in range(1, s.epochs + 1):
-        loader.set_epoch(epoch)
-        epoch_loss = 0.0
-        for x, y in loader:
-            x = x.flatten(1)
-            r = torch.addmm(b, x, w.T) - y[:, None].to(w.dtype)  # (B, K)
-            n = len(y)
-            g_w = (r.T @ x) * (scale / n) + coupled * w
-            if l1_grad:
-                g_w += l1 * w.sign()
-            g_b = r.sum(0) * (scale / n)
+        batches.set_epoch(epoch)
+        for x, ny in batches:
+            r = torch.addmm(ny, x, weights.T)  # residuals (B, K)
             lr = s.lr * s.schedule(step) if s.schedule is not None else s.lr
+            if plain:  # w <- (1 - lr c) w - lr r^T x / B: the same step, two in-place operations
+                weights.mul_(shrink if shrink is not None else 1 - lr * coupled)
+                weights.addmm_(r.T, x, alpha=-lr * scale / x.shape[0])
+                if use_l1:  # soft-threshold; l1 is 0 on the bias column
+                    weights.copy_(weights.sign() * (weights.abs() - lr * l1).clamp_min(0))
+                step += 1
+                continue
+            g = torch.addmm(coupled * weights, r.T, x, alpha=scale / x.shape[0])
+            if l1_grad:
+                g += l1 * weights.sign()
             if s.momentum:
-                if buf_w is None:
-                    buf_w, buf_b = g_w.clone(), g_b.clone()
-                else:
-                    buf_w.mul_(s.momentum).add_(g_w)
-                    buf_b.mul_(s.momentum).add_(g_b)
-                if s.nesterov:
-                    g_w, g_b = g_w + s.momentum * buf_w, g_b + s.momentum * buf_b
-                else:
-                    g_w, g_b = buf_w, buf_b
-            w -= lr * g_w
-            b -= lr * g_b
-            if not l1_grad:
-                w.copy_(w.sign() * (w.abs() - lr * l1).clamp_min(0))
+                buf = g.clone() if buf is None else buf.mul_(s.momentum).add_(g)
+                g = g + s.momentum * buf if s.nesterov else buf
+            weights.add_(g, alpha=-lr)
+            if use_l1 and not l1_grad:  # soft-threshold; l1 is 0 on the bias column
+                weights.copy_(weights.sign() * (weights.abs() - lr * l1).clamp_min(0))
             step += 1
-            epoch_loss = epoch_loss + r.square().mean(0) * (scale / 2)
-        bad = ~torch.isfinite(epoch_loss).cpu() & (stacked.diverged_epoch == 0)
-        stacked.diverged_epoch[bad] = epoch
-    stacked.params[w_name].data.copy_(w[:, None, :])
-    stacked.params[b_name].data.copy_(b[:, None])
+        # as `fit`: diverged when the loss on the training data or ||w|| is not finite
+        loss = torch.addmm(neg_y, x_all, weights.T).square().mean(0)
+        finite = loss.isfinite() & weights.isfinite().all(1)
+        if not bool(finite.all()):
+            bad = ~finite.cpu() & (stacked.diverged_epoch == 0)
+            stacked.diverged_epoch[bad] = epoch
+    stacked.params[w_name].data.copy_(weights[:, None, :d])
+    stacked.params[b_name].data.copy_(weights[:, d:])

@@ -7,6 +7,8 @@ doubled for the backward pass. Times K. The limit is the memory available on
 the device (Linux MemAvailable, or `torch.cuda.mem_get_info`), or max_memory.
 """
 
+import copy
+
 import torch
 from torch import nn
 
@@ -25,17 +27,14 @@ def estimate(model: nn.Module, batch: torch.Tensor, k: int, optimizer_states: in
         if isinstance(output, torch.Tensor):
             sizes.append(output.numel() * output.element_size())
 
+    model = copy.deepcopy(model)  # a training-mode forward updates BatchNorm statistics
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was = model.training
-    try:
-        with torch.no_grad():
-            model.train()
-            model(batch)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
+    with torch.no_grad():
+        model.train()
+        model(batch)
+    for h in handles:
+        h.remove()
     per_model_params = params * (3 + optimizer_states)
     per_model_acts = 2 * sum(sizes)
     return {

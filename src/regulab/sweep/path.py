@@ -16,8 +16,9 @@ import torch
 
 from regulab import config, experiment
 from regulab.config import RecipeError
+from regulab.layers import Dropout
 from regulab.sweep import memory
-from regulab.sweep.engine import PARAMS, Settings, fit_sweep
+from regulab.sweep.engine import PARAMS, Settings, decayed_names, fit_sweep
 
 RECIPE_FIELD = {  # the recipe value a swept parameter replaces
     "l2": ("penalty", "l2"),
@@ -95,7 +96,22 @@ def build_models(recipe, splits, param, count: int, seed: int, vary: bool, first
     for s in seeds:
         torch.manual_seed(s)  # the initial weights, as `regulab train` draws them
         models.append(experiment.build_model(recipe, splits))
+    _check_model(recipe, param, models[0])
     return models if vary else models[0]
+
+
+def _check_model(recipe, param: str, model) -> None:
+    """Refuse a strength that would act on nothing in this model."""
+    if param == "dropout" and not any(type(m) is Dropout for m in model.modules()):
+        raise RecipeError(
+            f"--param dropout: this {recipe.model.name} has no dropout layers "
+            f"(model.hidden = {recipe.model.hidden}: dropout acts after hidden layers)"
+        )
+    if param in ("l2", "weight_decay", "l1") and not decayed_names(model, recipe.optim.no_decay):
+        raise RecipeError(
+            f"--param {param} acts on the weights (ndim >= 2) not listed in optim.no_decay, "
+            f"and none are left (optim.no_decay = {recipe.optim.no_decay})"
+        )
 
 
 def compute_rows(
@@ -197,14 +213,22 @@ def compute_rows(
     return rows
 
 
-def preflight(recipe, param: str, k: int, *, seed=0, device="cpu", max_memory=None) -> dict:
+def preflight(
+    recipe, param: str, k: int, *, seed=0, folds=0, device="cpu", max_memory=None
+) -> dict:
     """Load the data and build one model: raise what the sweep would raise, before any
     training (missing data, a model the sweep cannot handle, k copies not fitting)."""
     check(recipe, param, [0.0])
     splits = experiment.load_data(recipe, seed).to(device)
     model = build_models(recipe, splits, param, 1, seed, False).to(device)
     batch = splits.train[0][: recipe.train.batch_size]
-    return memory.check(model, batch, k, recipe, device, max_memory)
+    need = memory.check(model, batch, k, recipe, device, max_memory)
+    final = splits.train if folds == 0 or splits.val is None else _pool(splits)
+    return {
+        "memory": need,
+        "examples": len(final[0]),  # what the final fit trains on
+        "inputs": math.prod(final[0].shape[1:]),
+    }
 
 
 def _fit(recipe, splits, models, param, values, train, seed, vary, first):
@@ -242,6 +266,7 @@ def _closed_form(recipe, param, values, stacked, train):
         or recipe.train.loss not in ("half_mse", "mse")
         or param not in ("l2", "weight_decay")
         or o.name == "adamw"
+        or o.no_decay
         or p.l1
         or p.max_norm
         or (p.l2 if param == "weight_decay" else o.weight_decay)

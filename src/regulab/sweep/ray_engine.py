@@ -38,12 +38,14 @@ def chunks(values: list[float], n: int) -> list[list[float]]:
     return out
 
 
-def _trial(config: dict, fn, kwargs: dict, chunks: list[list[float]], cwd: str) -> None:
+def _trial(config: dict, fn, kwargs: dict, chunks: list[list[float]], cwd: str, threads=1):
     """One Ray Tune trial: the rows of one chunk, reported once as a JSON string."""
+    import torch
     from ray import tune
 
     if os.path.isdir(cwd):  # Tune starts a trial in a directory of its own
         os.chdir(cwd)  # relative paths in kwargs mean the caller's
+    torch.set_num_threads(max(1, int(threads)))  # the trial's share of the node's cores
     rows = fn(values=chunks[config["chunk"]], **kwargs)
     tune.report({"rows_json": json.dumps(rows)})
 
@@ -56,6 +58,7 @@ def run_on_ray(
     address: str | None = None,
     num_cpus: int | None = None,
     cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
     storage: str | Path | None = None,
 ) -> tuple[list[dict], dict]:
     """Run fn(values=chunk, **kwargs) for every chunk as a Ray Tune trial; return (rows, info).
@@ -67,7 +70,9 @@ def run_on_ray(
     Without `address` and with Ray not yet initialized, a local instance with `num_cpus`
     (default: all cores) is started and shut down afterwards; an instance the caller
     started is reused and left running. Ray's result files go into `storage`, or into a
-    temporary directory that is deleted afterwards.
+    temporary directory that is deleted afterwards. A trial asks for cpus_per_trial
+    cores (torch then uses that many threads) and gpus_per_trial GPUs: Ray hides the
+    GPUs from a trial that asks for none.
     """
     if not chunks or any(len(c) == 0 for c in chunks):
         raise ValueError(f"chunks must be a non-empty list of non-empty lists, got {chunks!r}")
@@ -85,8 +90,13 @@ def run_on_ray(
         if cpus_per_trial > num_cpus:
             raise ValueError(f"cpus_per_trial ({cpus_per_trial}) exceeds num_cpus ({num_cpus})")
         # "local": never attach to RAY_ADDRESS or to the last cluster started on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+        )
     elif started:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     t1 = time.perf_counter()
@@ -98,10 +108,11 @@ def run_on_ray(
     try:
         cpus = ray.cluster_resources().get("CPU", 1)
         trainable = tune.with_parameters(
-            _trial, fn=fn, kwargs=kwargs, chunks=chunks, cwd=os.getcwd()
+            _trial, fn=fn, kwargs=kwargs, chunks=chunks, cwd=os.getcwd(), threads=cpus_per_trial
         )
+        resources = {"cpu": cpus_per_trial, **({"gpu": gpus_per_trial} if gpus_per_trial else {})}
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": cpus_per_trial}),
+            tune.with_resources(trainable, resources),
             param_space={"chunk": tune.grid_search(list(range(len(chunks))))},
             tune_config=tune.TuneConfig(
                 reuse_actors=True,
@@ -149,7 +160,7 @@ def run_on_ray(
             "ray_version": ray.__version__,
             "cluster_cpus": cpus,
             "started_ray": started,
-            "storage": grid.experiment_path,  # deleted afterwards when storage is None
+            "storage": grid.experiment_path if storage is not None else None,
         }
     finally:
         if storage is None:

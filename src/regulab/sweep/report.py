@@ -154,7 +154,9 @@ def _change(value: float, ref: float) -> str:
     return f"{factor:.3g} times {'lower' if value < ref else 'higher'} than"
 
 
-def findings(rows: list[dict], chosen: int, rule: str) -> list[str]:
+def findings(
+    rows: list[dict], chosen: int, rule: str, more_inputs_than_examples: bool = False
+) -> list[str]:
     """Sentences saying what the path shows, computed from its numbers."""
     row, first = rows[chosen], rows[0]
     lam = row["lambda"]
@@ -208,15 +210,13 @@ def findings(rows: list[dict], chosen: int, rule: str) -> list[str]:
             f"ridge solution w_cf (‖w_cf‖ = {row['closed_form_w_norm']:.3g}): SGD {verdict} "
             f"(not converged above {NOT_CONVERGED:g})."
         )
-        if rows[0]["lambda"] == 0 and relative_distance(rows[0]) is not None:
+        if more_inputs_than_examples and rows[0]["lambda"] == 0 and relative_distance(rows[0]):
             notes.append(
                 "At λ = 0 no number of epochs closes the distance: SGD never changes the part "
                 "of the initial weights orthogonal to the training inputs, so it does not "
                 "reach the minimum-norm solution w_cf when there are more inputs than examples."
             )
-        far = [
-            r for r in rows if r["lambda"] > 0 and (relative_distance(r) or 0) > NOT_CONVERGED
-        ]
+        far = [r for r in rows if r["lambda"] > 0 and (relative_distance(r) or 0) > NOT_CONVERGED]
         if far:
             worst = max(far, key=relative_distance)
             notes.append(
@@ -236,6 +236,7 @@ def findings(rows: list[dict], chosen: int, rule: str) -> list[str]:
 def report_markdown(summary: dict, rows: list[dict], figure: str = "path.png") -> str:
     """report.md of a sweep: what was swept, the chosen lambda, findings, figure, table."""
     chosen, param, rule = summary["best_index"], summary["param"], summary["rule"]
+    underdetermined = bool(summary.get("more_inputs_than_examples"))
     _check(rows, chosen)
     row = rows[chosen]
     how = {
@@ -261,7 +262,7 @@ def report_markdown(summary: dict, rows: list[dict], figure: str = "path.png") -
         "|---|---|",
         *(f"| {k} | {v:.4g} |" for k, v in metrics),
         "",
-        *(note + "\n" for note in findings(rows, chosen, rule)),
+        *(note + "\n" for note in findings(rows, chosen, rule, underdetermined)),
         f"![validation, test and train loss and ‖w‖ against λ]({figure})",
         "",
         "## All strengths",

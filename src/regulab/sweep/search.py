@@ -71,7 +71,7 @@ class LambdaSearch:
         if recipe.variants:
             raise config.RecipeError(
                 f"recipe {recipe.name!r} has variants ({', '.join(recipe.variants)}); a sweep "
-                "runs one recipe: choose one with variant=NAME (CLI: --variant NAME)"
+                "runs one recipe: pass regulab.config.expand(recipe)[NAME] (CLI: --variant NAME)"
             )
         values = (
             parse_grid(self.grid)
@@ -131,7 +131,11 @@ class LambdaSearch:
                 max_memory=self.max_memory,
             )
             rows, info = ray_engine.run_on_ray(
-                path.compute_rows, kwargs, parts, address=self.ray_address
+                path.compute_rows,
+                kwargs,
+                parts,
+                address=self.ray_address,
+                gpus_per_trial=1 if str(self.device).startswith("cuda") else 0,
             )
             info["chunks"] = len(parts)
         self.path_ = rows

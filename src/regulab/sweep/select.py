@@ -35,6 +35,10 @@ def _usable(row: dict) -> bool:
     return row.get("status") == "completed" and loss is not None and math.isfinite(loss)
 
 
+class NothingToChoose(ValueError):
+    """Every strength diverged: no validation loss to choose by."""
+
+
 def choose(rows: list[dict], rule: str = "min") -> int:
     """Index of the chosen strength in `rows` (a path in ascending lambda order).
 
@@ -56,7 +60,7 @@ def choose(rows: list[dict], rule: str = "min") -> int:
     usable = [i for i, row in enumerate(rows) if _usable(row)]
     if not usable:
         diverged = sum(row.get("status") == "diverged" for row in rows)
-        raise ValueError(
+        raise NothingToChoose(
             f"no row has a finite validation loss to choose by: {diverged} of {len(rows)} "
             "strengths diverged (lower the learning rate, or raise the smallest strength)"
         )
