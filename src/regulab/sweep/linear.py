@@ -97,11 +97,11 @@ def train(stacked, param: str, values, loader, s) -> None:
             if use_l1 and not l1_grad:  # soft-threshold; l1 is 0 on the bias column
                 weights.copy_(weights.sign() * (weights.abs() - lr * l1).clamp_min(0))
             step += 1
-        # as `fit`: diverged when the loss on the training data or ||w|| is not finite
-        loss = torch.addmm(neg_y, x_all, weights.T).square().mean(0)
-        finite = loss.isfinite() & weights.isfinite().all(1)
-        if not bool(finite.all()):
-            bad = ~finite.cpu() & (stacked.diverged_epoch == 0)
+        # as `fit`: diverged when the loss on the training data (or ||w||, which a
+        # non-finite weight makes non-finite too, through the column of ones) is not finite
+        loss = torch.addmm(neg_y, x_all, weights.T).square().sum(0)
+        if not loss.sum().isfinite():
+            bad = ~loss.isfinite().cpu() & (stacked.diverged_epoch == 0)
             stacked.diverged_epoch[bad] = epoch
     stacked.params[w_name].data.copy_(weights[:, None, :d])
     stacked.params[b_name].data.copy_(weights[:, d:])
