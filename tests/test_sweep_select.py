@@ -1,12 +1,11 @@
-"""choose() on hand-made paths; standard_error against statistics and numpy."""
+"""choose() on hand-made paths."""
 
 import math
-import statistics
 
 import numpy as np
 import pytest
 
-from regulab.sweep.select import choose, standard_error
+from regulab.sweep.select import choose
 
 
 def path(val, se=None, diverged=(), lambdas=None):
@@ -108,17 +107,3 @@ def test_rows_must_be_in_ascending_lambda_order(lambdas):
 def test_no_rows():
     with pytest.raises(ValueError, match="at least one row"):
         choose([])
-
-
-def test_standard_error_matches_statistics_and_numpy():
-    values = [0.31, 0.27, 0.35, 0.4, 0.22]
-    expected = statistics.stdev(values) / math.sqrt(len(values))
-    assert standard_error(values) == pytest.approx(expected, rel=1e-12)
-    x = np.random.default_rng(0).normal(size=40)
-    assert standard_error(x) == pytest.approx(x.std(ddof=1) / np.sqrt(40), rel=1e-12)
-
-
-def test_standard_error_of_one_value_is_zero_and_of_none_an_error():
-    assert standard_error([1.7]) == 0.0
-    with pytest.raises(ValueError, match="at least one value"):
-        standard_error([])

@@ -10,23 +10,7 @@ never takes part.
 
 import math
 
-import numpy as np
-
 RULES = ("min", "one_se")
-
-
-def standard_error(values) -> float:
-    """Standard error of the mean: sample std (ddof=1) / sqrt(n).
-
-    A single value has no spread to measure; 0.0 is returned for it (the one-SE
-    rule then reduces to the minimum rule).
-    """
-    values = np.asarray(values, dtype=float).ravel()
-    if values.size == 0:
-        raise ValueError("standard_error needs at least one value; got none")
-    if values.size == 1:
-        return 0.0
-    return float(values.std(ddof=1) / math.sqrt(values.size))
 
 
 def _usable(row: dict) -> bool:
