@@ -331,3 +331,11 @@ def test_bad_input_names_the_setting(base, sections, param, values, kwargs, matc
     with pytest.raises(RecipeError, match=match):
         compute_rows(_recipe(base, **sections), param, values, **kwargs)
     assert fits == []  # refused before any training
+
+
+@pytest.mark.parametrize("folds", [0, 3])
+def test_on_epoch_is_called_after_every_epoch_of_every_fit(folds):
+    calls = []
+    recipe = _recipe(DIGITS, train={"epochs": 2})
+    compute_rows(recipe, "l2", [0.0, 1e-3], folds=folds, on_epoch=lambda: calls.append(1))
+    assert len(calls) == 2 * (folds + 1)

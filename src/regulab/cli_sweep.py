@@ -1,6 +1,7 @@
 """`regulab sweep`: the regularization path of a recipe and the strength chosen on validation."""
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -179,8 +180,8 @@ def _write(args, console, recipe, values, seed, search, out, settings, start) ->
                 **runs.environment(),
             },
         )
-        with console.status(f"training {len(values)} strengths of {args.param}"):
-            search.fit()
+        with _progress(console, args, recipe, len(values)) as advance:
+            search.fit(on_epoch=advance)
         rows, best = search.path_, search.best_index_
         summary = {
             "command": "sweep",
@@ -219,3 +220,21 @@ def _probe(address: str, error) -> None:
             f"--ray-address must be HOST:PORT (or ray://HOST:PORT, or auto) of a running Ray "
             f"cluster; cannot reach {address!r}: {e}"
         ) from e
+
+
+@contextlib.contextmanager
+def _progress(console, args, recipe, k: int):
+    """A bar over the epochs of every fit (local engine), a spinner on Ray; quiet in logs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    what = f"{k} strengths of {args.param}"
+    if args.engine == "ray":
+        with console.status(f"training {what} on Ray"):
+            yield None
+        return
+    total = recipe.train.epochs * (args.folds + 1 if args.folds else 1)
+    columns = (f"training {what}, epochs", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True,
+                  disable=not console.is_terminal) as progress:  # fmt: skip
+        task = progress.add_task("epochs", total=total)
+        yield lambda: progress.advance(task)

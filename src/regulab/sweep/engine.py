@@ -67,6 +67,7 @@ class Settings:
     clip_grad_norm: float = 0.0  # per model (0 = off)
     schedule: object = None  # factor(step) multiplying lr, or None
     augment: object = None  # function applied to each batch, or None
+    on_epoch: object = None  # called after every epoch (progress display), or None
     seed: int = 0  # torch is reseeded each epoch from (seed, epoch), as `fit` does
     vary: bool = False  # own batch order (loader seed + first + k) and dropout noise per model
     first: int = 0  # vary: index of the first of these models in the whole grid
@@ -236,6 +237,8 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
         finite &= torch.isfinite(epoch_loss)
         bad = ~finite.cpu() & (stacked.diverged_epoch == 0)
         stacked.diverged_epoch[bad] = epoch
+        if s.on_epoch is not None:
+            s.on_epoch()
     return stacked
 
 

@@ -103,5 +103,7 @@ def train(stacked, param: str, values, loader, s) -> None:
         if not loss.sum().isfinite():
             bad = ~loss.isfinite().cpu() & (stacked.diverged_epoch == 0)
             stacked.diverged_epoch[bad] = epoch
+        if s.on_epoch is not None:
+            s.on_epoch()
     stacked.params[w_name].data.copy_(weights[:, None, :d])
     stacked.params[b_name].data.copy_(weights[:, d:])

@@ -125,11 +125,13 @@ def compute_rows(
     device: str = "cpu",
     max_memory: float | None = None,
     grid=None,
+    on_epoch=None,
 ) -> list[dict]:
     """The path: one row per value (ascending as given) with the metrics of `PATH_COLUMNS`.
 
     recipe: a Recipe or its dict (what a Ray worker receives). grid: the whole grid
     when values is a chunk of it (with vary, strength k of the grid gets seed + k).
+    on_epoch: called after every epoch of every fit: train.epochs x (folds + 1) calls.
     """
     if isinstance(recipe, dict):
         recipe = config.from_dict(recipe)
@@ -157,12 +159,14 @@ def compute_rows(
             keep[part] = False
             train = tuple(t[keep] for t in pool)
             held = tuple(t[part] for t in pool)
-            stacked = _fit(recipe, splits, models, param, values, train, seed, vary, first)
+            stacked = _fit(
+                recipe, splits, models, param, values, train, seed, vary, first, on_epoch
+            )
             per_fold.append((stacked.evaluate(held, recipe.train.loss), stacked.diverged_epoch))
         final_train = pool
     else:
         final_train = splits.train
-    stacked = _fit(recipe, splits, models, param, values, final_train, seed, vary, first)
+    stacked = _fit(recipe, splits, models, param, values, final_train, seed, vary, first, on_epoch)
     loss = recipe.train.loss
     n_eval = recipe.train.eval_train or len(final_train[0])
     train_m = stacked.evaluate(tuple(t[:n_eval] for t in final_train), loss)
@@ -231,14 +235,14 @@ def preflight(
     }
 
 
-def _fit(recipe, splits, models, param, values, train, seed, vary, first):
+def _fit(recipe, splits, models, param, values, train, seed, vary, first, on_epoch=None):
     loader = experiment.loader(recipe, experiment.Splits(train, None, splits.test, 0), seed)
     s = settings(
         recipe,
         schedule=experiment.build_schedule(recipe, len(loader)),
         augment=experiment.build_augment(recipe, splits),
     )
-    s.seed, s.vary, s.first = seed, vary, first
+    s.seed, s.vary, s.first, s.on_epoch = seed, vary, first, on_epoch
     return fit_sweep(models, param, values, loader, s)
 
 

@@ -100,7 +100,8 @@ class LambdaSearch:
         path.check(recipe, self.param, values)
         return recipe, values
 
-    def fit(self) -> "LambdaSearch":
+    def fit(self, on_epoch=None) -> "LambdaSearch":
+        """Train and choose; on_epoch() is called after every epoch (local engine only)."""
         recipe, values = self.resolved()
         started = time.perf_counter()
         kwargs = {
@@ -114,7 +115,7 @@ class LambdaSearch:
             "grid": values,
         }
         if self.engine == "local":
-            rows = path.compute_rows(values=values, **kwargs)
+            rows = path.compute_rows(values=values, on_epoch=on_epoch, **kwargs)
             info = {"engine": "local", "chunks": 1}
         else:
             from regulab.sweep import ray_engine
