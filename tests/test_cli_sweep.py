@@ -219,8 +219,12 @@ def test_ray_engine_gives_the_local_path_and_choice(linear_run, tmp_path):
     assert remote["engine"] == "ray" and remote["engine_info"]["trials"] == 2
     assert remote["best_lambda"] == local["best_lambda"]
     for a, b in zip(read_csv(linear_run / "path.csv"), read_csv(out / "path.csv"), strict=True):
-        for key in ("val_loss", "test_loss", "w_norm", "closed_form_distance"):
-            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-6)
+        # the same training to float32 rounding (chunks of 3 against 6 stacked models)
+        for key in ("val_loss", "test_loss", "w_norm"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-5)
+        # a difference of two nearby vectors: relative to the weights, not to itself
+        distance = abs(float(b["closed_form_distance"]) - float(a["closed_form_distance"]))
+        assert distance <= 1e-5 * float(a["w_norm"])
 
 
 def test_every_strength_diverging_is_one_line_exit_1(tmp_path, capsys):

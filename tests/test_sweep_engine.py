@@ -476,3 +476,16 @@ def test_bad_settings_name_the_field():
     for field, value in (("optimizer", "lbfgs"), ("loss", "hinge"), ("l1_mode", "ista")):
         with pytest.raises(ValueError, match=f"settings.{field} must be one of .*got '{value}'"):
             fit_sweep(mlp, "l2", [0.1], loader, Settings(epochs=1, **{field: value}))
+
+
+def test_the_small_linear_fast_path_leaves_the_thread_count_as_it_was():
+    x, y = _regression()
+    model = _seeded(lambda: models.linear(12))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit_sweep(model, "l2", [0.0, 0.1], TensorLoader(x, y, batch_size=8, seed=0),
+                  Settings(epochs=2, lr=0.01, loss="half_mse"))  # fmt: skip
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
