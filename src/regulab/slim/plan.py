@@ -1,0 +1,168 @@
+"""Which channels to remove: a global ranking by |gamma| (arXiv:1708.06519, section 4).
+
+Channels are grouped with Torch-Pruning's dependency graph: the output channels of
+a BatchNorm and everything that must shrink with them (the convolution before it,
+the inputs of the layers after it, and for a residual addition every branch added
+to it) form one group, whose channels are removed together. A unit is one channel
+of one group; its score is the largest |gamma| among the group's BatchNorms at that
+channel (a coupled channel goes only when every scale on it is small), or with
+score="normalized" the same after dividing each layer's |gamma| by its largest.
+The plan removes exactly round(ratio x units), the lowest scores first, and never
+leaves a group below its floor; when the floors make that impossible it says by
+how much. A plan is data: print it, then `surgery.prune` applies it.
+"""
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from regulab import _checks
+from regulab.slim.sparsity import BATCH_NORMS, bn_layers
+
+SCORES = ("gamma", "normalized")
+
+
+@dataclass
+class GroupPlan:
+    """One coupled group: its BatchNorms, its width before and after, what goes."""
+
+    layers: list[str]  # names of the group's BatchNorm layers (the first one is its root)
+    channels: int  # width before
+    floor: int  # the fewest channels it may keep
+    removed: list[int] = field(default_factory=list)  # channel indices of the root BatchNorm
+    threshold: float | None = None  # the largest score removed here
+
+    @property
+    def keep(self) -> int:
+        return self.channels - len(self.removed)
+
+
+@dataclass
+class Plan:
+    """The channels to remove; `requested` may exceed `removed` only when floors forbid."""
+
+    ratio: float
+    score: str
+    units: int  # prunable channels, each coupled channel counted once
+    requested: int
+    removed: int
+    threshold: float | None  # the largest score removed overall
+    groups: list[GroupPlan]
+    note: str = ""
+
+    def __str__(self) -> str:
+        lines = [
+            f"prune {self.removed} of {self.units} channels (ratio {self.ratio:g}, "
+            f"requested {self.requested}), score {self.score}, global threshold "
+            f"{'-' if self.threshold is None else f'{self.threshold:.4g}'}",
+            f"{'layer':<40} {'before':>6} {'after':>6} {'threshold':>10}",
+        ]
+        for g in self.groups:
+            name = g.layers[0] + (f" (+{len(g.layers) - 1} coupled)" if len(g.layers) > 1 else "")
+            t = "-" if g.threshold is None else f"{g.threshold:.4g}"
+            lines.append(f"{name:<40} {g.channels:>6} {g.keep:>6} {t:>10}")
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+
+def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, list[int]]]]:
+    """Coupled BatchNorm groups: each a list of (name, channel indices for root channels 0..C-1).
+
+    The graph is traced on a copy in eval mode, so the model's BatchNorm statistics
+    are not touched.
+    """
+    import torch_pruning as tp
+
+    traced = copy.deepcopy(model).eval()
+    names = {m: n for n, m in traced.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(traced, example_inputs=example_input)
+    groups, seen = [], set()
+    for name, _ in bn_layers(model):
+        if name in seen:
+            continue
+        bn = traced.get_submodule(name)
+        everything = list(range(bn.num_features))
+        group = graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels, idxs=everything)
+        members = []
+        for dep, idxs in group:
+            target = dep.target.module
+            if isinstance(target, BATCH_NORMS) and names.get(target) not in seen:
+                members.append((names[target], [int(i) for i in idxs]))
+                seen.add(names[target])
+        groups.append(members)
+    return groups
+
+
+def plan(
+    model: nn.Module,
+    ratio: float,
+    example_input,
+    *,
+    min_channels: int = 1,
+    max_layer_ratio: float = 1.0,
+    score: str = "gamma",
+) -> Plan:
+    """Plan the removal of round(ratio x prunable channels), lowest scores first.
+
+    min_channels: the fewest channels any group keeps; max_layer_ratio: the largest
+    share of one group's channels that may go (1.0: no limit beyond min_channels).
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
+        raise ValueError(f"ratio must be a number in [0, 1); got {ratio!r}")
+    _checks.positive_int("min_channels", min_channels)
+    if not 0 < max_layer_ratio <= 1:
+        raise ValueError(f"max_layer_ratio must be in (0, 1]; got {max_layer_ratio!r}")
+    _checks.one_of("score", score, SCORES)
+    if not bn_layers(model):
+        raise ValueError(
+            f"model must have BatchNorm layers to slim (their scales rank the channels); "
+            f"{type(model).__name__} has none"
+        )
+    modules = dict(model.named_modules())
+    groups, units = [], []
+    for members in dependency_groups(model, example_input):
+        channels = len(members[0][1])
+        floor = max(min_channels, math.ceil(channels * (1 - max_layer_ratio) - 1e-9))
+        scores = torch.zeros(channels, dtype=torch.float64)
+        for name, idx in members:
+            gamma = modules[name].weight.detach().abs().double().cpu()
+            if score == "normalized":
+                gamma = gamma / gamma.max().clamp_min(1e-30)
+            scores = torch.maximum(scores, gamma[idx])
+        g = GroupPlan([n for n, _ in members], channels, min(floor, channels))
+        groups.append(g)
+        units += [(float(scores[c]), len(groups) - 1, c) for c in range(channels)]
+    requested = round(ratio * len(units))
+    removed = 0
+    for value, gi, c in sorted(units):
+        if removed == requested:
+            break
+        g = groups[gi]
+        if g.keep > g.floor:
+            g.removed.append(c)
+            g.threshold = value
+            removed += 1
+    for g in groups:
+        g.removed.sort()
+    note = ""
+    if removed < requested:
+        note = (
+            f"the floors allow removing only {removed} of the {requested} channels requested "
+            f"({requested - removed} fewer: min_channels={min_channels}, "
+            f"max_layer_ratio={max_layer_ratio:g})"
+        )
+    thresholds = [g.threshold for g in groups if g.threshold is not None]
+    return Plan(
+        ratio=float(ratio),
+        score=score,
+        units=len(units),
+        requested=requested,
+        removed=removed,
+        threshold=max(thresholds) if thresholds else None,
+        groups=groups,
+        note=note,
+    )
