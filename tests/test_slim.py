@@ -192,3 +192,52 @@ def test_a_plan_for_another_model_is_refused():
     other = randomized(models.vgg_bn([6, "M", 16, "M", 32, "M"], in_channels=1, num_classes=10))
     with pytest.raises(ValueError, match="channels"):
         prune(other, p, EXAMPLE)
+
+
+# --- measurement and export -----------------------------------------------------------------
+
+
+def test_flops_count_two_per_multiply_add_of_convolutions_and_linear_layers():
+    from regulab.slim.measure import flops, measure, parameters
+
+    model = models.vgg_bn([8, "M", 16, "M"], in_channels=1, num_classes=10)
+    macs = 28 * 28 * 8 * 1 * 9 + 14 * 14 * 16 * 8 * 9 + 16 * 10  # conv, conv, classifier
+    assert flops(model, EXAMPLE) == 2 * macs
+    assert parameters(model) == sum(p.numel() for p in model.parameters())
+    result = measure(model, EXAMPLE, batches=(1, 4), repeats=3)
+    assert result["macs"] == macs and set(result["latency_s"]) == {1, 4}
+    assert all(t > 0 for t in result["latency_s"].values())
+    assert model.training  # measuring leaves the mode as it was
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("vgg_bn", {"cfg": [8, "M", 16, "M", 32, "M"], "in_channels": 1, "num_classes": 10}),
+        ("resnet_bn", {"widths": [8, 16], "blocks": [2, 2], "in_channels": 1, "num_classes": 10}),
+    ],
+)
+def test_export_round_trip_gives_the_same_outputs_without_pickle(tmp_path, name, kwargs):
+    from regulab.slim import export
+    from regulab.slim.measure import flops
+
+    torch.manual_seed(0)
+    model = randomized(models.MODELS[name](**kwargs))
+    small = prune(model, plan(model, 0.5, EXAMPLE), EXAMPLE).eval()
+    export.save(small, tmp_path / "slim", {"name": name, "kwargs": kwargs})
+    assert sorted(p.name for p in (tmp_path / "slim").iterdir()) == [
+        "arch.json",
+        "model.safetensors",
+    ]
+    loaded = export.load(tmp_path / "slim")
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))
+    assert flops(loaded, EXAMPLE) == flops(small, EXAMPLE) < flops(model, EXAMPLE)
+
+
+def test_export_refuses_an_unknown_architecture(tmp_path):
+    from regulab.slim import export
+
+    with pytest.raises(ValueError, match="arch"):
+        export.save(vgg(), tmp_path, {"name": "alexnet"})
