@@ -289,7 +289,7 @@ def test_set_of_an_unknown_key_suggests_the_near_miss(tmp_path):
 def test_malformed_set_says_what_is_expected(tmp_path, text):
     msg = error(tmp_path, DIGITS, [text])
     assert "--set must be section.key=value" in msg
-    assert "data, model, optim, penalty, schedule, early_stopping, augment, train" in msg
+    assert "data, model, optim, penalty, schedule, early_stopping, augment, slim, train" in msg
     assert f"got {text!r}" in msg
 
 

@@ -241,3 +241,45 @@ def test_export_refuses_an_unknown_architecture(tmp_path):
 
     with pytest.raises(ValueError, match="arch"):
         export.save(vgg(), tmp_path, {"name": "alexnet"})
+
+
+# --- recipes --------------------------------------------------------------------------------
+
+
+def test_recipe_sparsity_reaches_fit_as_penalty_or_proximal_step():
+    from regulab import config, experiment
+
+    base = {
+        "data": {"name": "digits"},
+        "model": {"name": "vgg_bn", "cfg": [4, "M"]},
+        "penalty": {"l2": 1e-3},
+        "optim": {"lr": 0.5},
+    }
+    recipe = config.from_dict({**base, "slim": {"sparsity": 0.1}})
+    splits = experiment.load_data(recipe, 0)
+    parts = experiment.build(recipe, splits, 0)
+    model = parts["model"]
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    parts["penalty"].apply_()
+    bn = model.features[1]
+    assert torch.equal(bn.weight.grad, 0.1 * bn.weight.sign())
+    conv = model.features[0].weight
+    assert torch.allclose(conv.grad, 1e-3 * conv)  # the weights' L2 is still there
+    assert bn.bias.grad.abs().sum() == 0  # shifts are not penalized
+    recipe = config.from_dict({**base, "slim": {"sparsity": 0.1, "sparsity_mode": "proximal"}})
+    parts = experiment.build(recipe, splits, 0)
+    bn = parts["model"].features[1]
+    before = bn.weight.detach().clone()
+    for fn in parts["after_step"]:
+        fn()
+    assert torch.equal(bn.weight, F.softshrink(before, 0.5 * 0.1))
+
+
+def test_recipe_sparsity_needs_batchnorm():
+    from regulab import config
+
+    with pytest.raises(config.RecipeError, match=r"slim\.sparsity"):
+        config.from_dict({"data": {"name": "digits"}, "slim": {"sparsity": 1e-4}})
+    with pytest.raises(config.RecipeError, match=r"slim\.sparsity_mode"):
+        config.from_dict({"model": {"name": "vgg_bn"}, "slim": {"sparsity_mode": "hard"}})

@@ -339,3 +339,20 @@ def test_on_epoch_is_called_after_every_epoch_of_every_fit(folds):
     recipe = _recipe(DIGITS, train={"epochs": 2})
     compute_rows(recipe, "l2", [0.0, 1e-3], folds=folds, on_epoch=lambda: calls.append(1))
     assert len(calls) == 2 * (folds + 1)
+
+
+@pytest.mark.parametrize("mode", ["subgradient", "proximal"])
+def test_bn_sparsity_rows_equal_regulab_train_with_slim_sparsity(mode):
+    sections = {
+        "model": {"name": "vgg_bn", "cfg": [4, "M", 8, "M"]},
+        "slim": {"sparsity_mode": mode},
+        "train": {"epochs": 1, "eval_train": 300},
+    }
+    seed = 0
+    rows = compute_rows(_recipe(DIGITS, **sections), "bn_sparsity", [0.0, 0.05], seed=seed)
+    for v, row in zip([0.0, 0.05], rows, strict=True):
+        recipe = _recipe(DIGITS, **{**sections, "slim": {"sparsity_mode": mode, "sparsity": v}})
+        final = _sequential(recipe, seed)
+        for key in ("train_loss", "val_loss", "test_loss", "w_norm"):
+            assert row[key] == pytest.approx(final[key], rel=1e-5, abs=1e-6), key
+    assert rows[0]["val_loss"] != pytest.approx(rows[1]["val_loss"], rel=1e-4)

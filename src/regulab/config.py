@@ -96,6 +96,12 @@ class Augment:
 
 
 @dataclass
+class Slim:
+    sparsity: float = 0.0  # s in s * sum|gamma| on BatchNorm scales (paper: 1e-4 VGG, 1e-5 ResNet)
+    sparsity_mode: str = "subgradient"  # subgradient (s*sign(gamma) in the grad) | proximal
+
+
+@dataclass
 class Train:
     epochs: int = 10  # passes over the training set
     batch_size: int = 256  # examples per step (global, over all processes)
@@ -118,6 +124,7 @@ class Recipe:
     schedule: Schedule = field(default_factory=Schedule)  # [schedule]: lr factor per step
     early_stopping: EarlyStop = field(default_factory=EarlyStop)  # [early_stopping]: patience
     augment: Augment = field(default_factory=Augment)  # [augment]: batch augmentations
+    slim: Slim = field(default_factory=Slim)  # [slim]: network slimming (BatchNorm sparsity)
     train: Train = field(default_factory=Train)  # [train]: epochs, batch size, loss, seed, device
     variants: dict = field(default_factory=dict)  # name -> overrides: {"penalty": {"l2": 1e-4}}
 
@@ -313,6 +320,7 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
     among("schedule.name", r.schedule.name, SCHEDULES)
     among("train.loss", r.train.loss, LOSSES)
     among("penalty.l1_mode", r.penalty.l1_mode, ("subgradient", "proximal"))
+    among("slim.sparsity_mode", r.slim.sparsity_mode, ("subgradient", "proximal"))
     among("model.activation", r.model.activation, ("relu", "gelu", "tanh"))
     among("model.init", r.model.init, ("default", "normal"))
     among("early_stopping.monitor", r.early_stopping.monitor, ("val_loss", "val_accuracy"))
@@ -357,6 +365,7 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         "early_stopping.min_delta",
         "augment.gaussian_noise",
         "augment.hflip",
+        "slim.sparsity",
     ):
         v = value(key)
         need(v >= 0 and v == v and v != float("inf"), key, "a finite number >= 0", v)
@@ -398,6 +407,11 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         raise RecipeError(
             f"{source}: early_stopping.monitor must be val_loss for the regression data set "
             f"{r.data.name} (it has no accuracy); got {r.early_stopping.monitor!r}"
+        )
+    if r.slim.sparsity and r.model.name not in ("vgg_bn", "resnet_bn"):
+        raise RecipeError(
+            f"{source}: slim.sparsity acts on BatchNorm scales, and model.name "
+            f"{r.model.name!r} has none (use vgg_bn or resnet_bn); got {r.slim.sparsity!r}"
         )
     if not classify and r.model.name != "linear" and r.model.name != "mlp":
         raise RecipeError(

@@ -20,6 +20,7 @@ from regulab.data.loader import TensorLoader
 from regulab.early_stopping import EarlyStopping
 from regulab.groups import param_groups
 from regulab.penalties import Penalty, prox_l1_
+from regulab.slim.sparsity import bn_scales
 
 CLASSIFICATION_DATA = ("fashion_mnist", "mnist", "digits")
 
@@ -132,8 +133,15 @@ def build_regularizers(recipe: Recipe, model: nn.Module, optimizer) -> dict:
             f"optim.no_decay, and none are left (optim.no_decay = {recipe.optim.no_decay})"
         )
     l1_in_grad = p.l1 if p.l1_mode == "subgradient" else 0.0
-    penalty = Penalty(weights, l1=l1_in_grad, l2=p.l2) if (l1_in_grad or p.l2) else None
+    groups = [{**g, "l1": l1_in_grad, "l2": p.l2} for g in weights if l1_in_grad or p.l2]
+    slim = recipe.slim
+    if slim.sparsity and slim.sparsity_mode == "subgradient":  # Network Slimming's s*sign(gamma)
+        groups.append({"params": bn_scales(model), "l1": slim.sparsity, "l2": 0.0})
+    penalty = Penalty(groups) if groups else None
     after_step = []
+    if slim.sparsity and slim.sparsity_mode == "proximal":
+        scales = bn_scales(model)
+        after_step.append(lambda: prox_l1_(scales, optimizer.param_groups[0]["lr"] * slim.sparsity))
     if p.l1 and p.l1_mode == "proximal":  # ISTA: threshold = current lr * l1
         after_step.append(lambda: prox_l1_(decayed, optimizer.param_groups[0]["lr"] * p.l1))
     if p.max_norm:

@@ -61,6 +61,7 @@ class Settings:
     l1: float = 0.0  # see above
     l1_mode: str = "subgradient"  # subgradient | proximal
     bn_sparsity: float = 0.0  # see above
+    bn_sparsity_mode: str = "subgradient"  # subgradient | proximal (soft-threshold by lr * s)
     max_norm: float = 0.0  # projection onto ||w|| <= max_norm after each step (0 = off)
     max_norm_dim: int | None = None  # None: whole tensor; 0: each output unit
     no_decay: tuple = ()  # extra name patterns kept out of "the weights"
@@ -210,7 +211,7 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
                     _add_scaled_(grads, decayed, l2)
                 if l1_grad:
                     _add_scaled_(grads, [p.sign() for p in decayed], l1)
-                if scales:
+                if scales and s.bn_sparsity_mode == "subgradient":
                     _add_scaled_([p.grad for p in scales], [p.sign() for p in scales], bn)
                 if s.clip_grad_norm:
                     _clip_(plist, s.clip_grad_norm)
@@ -224,6 +225,9 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
                         p.mul_(1 - lr * w)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if scales and s.bn_sparsity_mode == "proximal":
+                    for p, t in zip(scales, bn, strict=True):
+                        p.copy_(p.sign() * (p.abs() - lr * t).clamp_min(0))
                 if use_l1 and s.l1_mode == "proximal":
                     for p, t in zip(decayed, l1, strict=True):
                         threshold = lr * t

@@ -25,7 +25,7 @@ RECIPE_FIELD = {  # the recipe value a swept parameter replaces
     "weight_decay": ("optim", "weight_decay"),
     "l1": ("penalty", "l1"),
     "dropout": ("model", "dropout"),
-    "bn_sparsity": (None, None),  # no recipe field: 0 unless swept
+    "bn_sparsity": ("slim", "sparsity"),
 }
 DROPOUT_MODELS = ("mlp", "vgg_bn")
 
@@ -45,6 +45,8 @@ def settings(recipe: config.Recipe, schedule=None, augment=None) -> Settings:
         l2=p.l2,
         l1=p.l1,
         l1_mode=p.l1_mode,
+        bn_sparsity=recipe.slim.sparsity,
+        bn_sparsity_mode=recipe.slim.sparsity_mode,
         max_norm=p.max_norm,
         max_norm_dim=None if p.max_norm_dim == -1 else p.max_norm_dim,
         no_decay=tuple(o.no_decay),
