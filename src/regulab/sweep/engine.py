@@ -29,6 +29,7 @@ from regulab.data.loader import TensorLoader, epoch_seed
 from regulab.groups import param_groups
 from regulab.layers import Dropout
 from regulab.metrics import LOSSES
+from regulab.slim.sparsity import bn_layers
 from regulab.sweep import linear
 from regulab.sweep.stacked import Stacked
 
@@ -89,12 +90,8 @@ def set_dropout(model: nn.Module, p: float) -> int:
 
 
 def bn_scales(model: nn.Module) -> list[str]:
-    """Names of the BatchNorm scale (gamma) parameters of model."""
-    return [
-        f"{name}.weight" if name else "weight"
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
-    ]
+    """Names of the BatchNorm scale (gamma) parameters of model (`slim.sparsity.bn_layers`)."""
+    return [f"{name}.weight" if name else "weight" for name, _ in bn_layers(model)]
 
 
 def decayed_names(model: nn.Module, no_decay=()) -> list[str]:

@@ -20,13 +20,6 @@ from regulab.layers import Dropout
 from regulab.sweep import memory
 from regulab.sweep.engine import PARAMS, Settings, decayed_names, fit_sweep
 
-RECIPE_FIELD = {  # the recipe value a swept parameter replaces
-    "l2": ("penalty", "l2"),
-    "weight_decay": ("optim", "weight_decay"),
-    "l1": ("penalty", "l1"),
-    "dropout": ("model", "dropout"),
-    "bn_sparsity": ("slim", "sparsity"),
-}
 DROPOUT_MODELS = ("mlp", "vgg_bn")
 
 
