@@ -8,7 +8,7 @@ import argparse
 import sys
 import time
 
-from regulab import __version__, cli_demo, cli_sweep, cli_train
+from regulab import __version__, cli_demo, cli_slim, cli_sweep, cli_train
 from regulab.cli_args import (
     EXIT_USAGE,
     Parser,
@@ -147,6 +147,12 @@ COMMANDS = {
         "validation data",
         cli_sweep.add_sweep_arguments,
         cli_sweep.run_sweep,
+    ),
+    "slim": (
+        "network slimming: L1 on BatchNorm scales, global channel pruning into a smaller "
+        "network, fine-tuning, measured size and speed",
+        cli_slim.add_slim_arguments,
+        cli_slim.run_slim,
     ),
 }
 

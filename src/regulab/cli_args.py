@@ -85,3 +85,22 @@ def fraction_list(text: str) -> tuple[float, ...]:
             f"0.1,0.5,0.9; got {text!r}"
         )
     return values
+
+
+def ratio(text: str) -> float:
+    """A pruning ratio: a number in [0, 1)."""
+    return ratio_list(text, what="a number in [0, 1), such as 0.5")[0]
+
+
+def ratio_list(text: str, what: str = "") -> tuple[float, ...]:
+    """Parse '0.3,0.5' into (0.3, 0.5): distinct numbers in [0, 1)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0 <= v < 1 for v in values) or len(set(values)) != len(values):
+        allowed = (
+            what or "a comma-separated list of distinct numbers in [0, 1), such as 0.3,0.5,0.7"
+        )
+        raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
+    return values

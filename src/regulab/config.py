@@ -99,6 +99,16 @@ class Augment:
 class Slim:
     sparsity: float = 0.0  # s in s * sum|gamma| on BatchNorm scales (paper: 1e-4 VGG, 1e-5 ResNet)
     sparsity_mode: str = "subgradient"  # subgradient (s*sign(gamma) in the grad) | proximal
+    ratios: list[float] = field(
+        default_factory=lambda: [0.5]
+    )  # regulab slim: share of channels cut
+    passes: int = (
+        1  # regulab slim: prune + fine-tune rounds per ratio (each cuts ratio of the rest)
+    )
+    finetune_epochs: int = 10  # regulab slim: epochs of fine-tuning after each pruning (0 = none)
+    min_channels: int = 1  # regulab slim: fewest channels a layer (coupled group) keeps
+    max_layer_ratio: float = 1.0  # regulab slim: largest share of one layer's channels cut
+    score: str = "gamma"  # regulab slim: gamma (raw |gamma|, the paper) | normalized (per layer)
 
 
 @dataclass
@@ -321,6 +331,19 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
     among("train.loss", r.train.loss, LOSSES)
     among("penalty.l1_mode", r.penalty.l1_mode, ("subgradient", "proximal"))
     among("slim.sparsity_mode", r.slim.sparsity_mode, ("subgradient", "proximal"))
+    among("slim.score", r.slim.score, ("gamma", "normalized"))
+    need(
+        len(r.slim.ratios) > 0 and all(0 <= v < 1 for v in r.slim.ratios),
+        "slim.ratios",
+        "a non-empty list of numbers in [0, 1)",
+        r.slim.ratios,
+    )
+    need(
+        0 < r.slim.max_layer_ratio <= 1,
+        "slim.max_layer_ratio",
+        "a number in (0, 1]",
+        r.slim.max_layer_ratio,
+    )
     among("model.activation", r.model.activation, ("relu", "gelu", "tanh"))
     among("model.init", r.model.init, ("default", "normal"))
     among("early_stopping.monitor", r.early_stopping.monitor, ("val_loss", "val_accuracy"))
@@ -335,6 +358,7 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         "data.seed",
         "train.seed",
         "train.eval_train",
+        "slim.finetune_epochs",
         "early_stopping.patience",
         "augment.random_crop",
         "augment.cutout",
@@ -351,6 +375,8 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
         "schedule.decay_steps",
         "schedule.step_size",
         "model.drop_block_size",
+        "slim.passes",
+        "slim.min_channels",
     ):
         need(value(key) >= 1, key, "an integer >= 1", value(key))
     for key in (

@@ -75,32 +75,41 @@ def _images(name: str, root: str | None, download: bool):
     return ((x.float() / 255).unsqueeze(1), y), ((xt.float() / 255).unsqueeze(1), yt)
 
 
-def build_model(recipe: Recipe, splits: Splits) -> nn.Module:
-    """The recipe's model with inputs and outputs taken from the data."""
+def model_spec(recipe: Recipe, splits: Splits) -> tuple[str, dict]:
+    """(name in `models.MODELS`, keyword arguments) of the recipe's model for this data."""
     m = recipe.model
     x = splits.train[0]
     inputs, out = math.prod(x.shape[1:]), splits.num_classes
     if m.name == "linear":
-        model = models.linear(inputs, out)
-    elif m.name == "mlp":
-        model = models.mlp(
-            [inputs, *m.hidden, out], dropout=m.dropout or 0.0, activation=m.activation
-        )
-    elif m.name == "vgg_bn":
+        return "linear", {"in_features": inputs, "out_features": out}
+    if m.name == "mlp":
+        sizes = [inputs, *m.hidden, out]
+        return "mlp", {"sizes": sizes, "dropout": m.dropout or 0.0, "activation": m.activation}
+    if m.name == "vgg_bn":
         if len(m.dropout) > 1:
             raise RecipeError(f"model.dropout must hold at most one p for vgg_bn; got {m.dropout}")
-        model = models.vgg_bn(
-            m.cfg,
-            in_channels=x.shape[1],
-            num_classes=out,
-            dropout=m.dropout[0] if m.dropout else 0.0,
-            drop_block=m.drop_block,
-            drop_block_size=m.drop_block_size,
-        )
-    else:
-        model = models.resnet_bn(
-            m.widths, m.blocks, in_channels=x.shape[1], num_classes=out, drop_path=m.drop_path
-        )
+        return "vgg_bn", {
+            "cfg": list(m.cfg),
+            "in_channels": x.shape[1],
+            "num_classes": out,
+            "dropout": m.dropout[0] if m.dropout else 0.0,
+            "drop_block": m.drop_block,
+            "drop_block_size": m.drop_block_size,
+        }
+    return "resnet_bn", {
+        "widths": list(m.widths),
+        "blocks": list(m.blocks),
+        "in_channels": x.shape[1],
+        "num_classes": out,
+        "drop_path": m.drop_path,
+    }
+
+
+def build_model(recipe: Recipe, splits: Splits) -> nn.Module:
+    """The recipe's model with inputs and outputs taken from the data."""
+    m = recipe.model
+    name, kwargs = model_spec(recipe, splits)
+    model = models.MODELS[name](**kwargs)
     if m.init == "normal":  # the demo's init: weights N(0, 1), biases 0
         with torch.no_grad():
             for module in model.modules():

@@ -17,7 +17,10 @@ import torch
 
 from regulab import compare, config, experiment, runs
 from regulab.metrics import world
+from regulab.slim.sparsity import bn_layers, gamma_histogram
 from regulab.train import COLUMNS, fit
+
+GAMMA_BINS = 40  # bins of the |gamma| histogram recorded each epoch (BatchNorm models)
 
 
 def run_path(out: Path, variant: str, seed: int, single: bool) -> Path:
@@ -99,6 +102,7 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
         if not (resume and (folder / "config.json").exists()):
             runs.write_json(folder / "config.json", _config(recipe, variant, [seed]))
         runs.write_json(summary_path, _summary("running", variant, seed, recipe, None, 0.0))
+    gammas = _gamma_record(folder / "gamma.json", model, resume)
     task = None
     if progress is not None:
         task = progress.add_task(f"{variant} seed {seed}", total=recipe.train.epochs * len(loader))
@@ -106,6 +110,13 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     def on_epoch(history):
         if rank == 0:
             runs.write_text(folder / "metrics.csv", _csv(history.rows, COLUMNS))
+            if (
+                gammas is not None
+            ):  # the |gamma| distribution over epochs (arXiv:1708.06519, fig. 4)
+                epoch = history.rows[-1]["epoch"]
+                gammas["epochs"] = [g for g in gammas["epochs"] if g["epoch"] < epoch]
+                gammas["epochs"].append({"epoch": epoch, **gamma_histogram(model, GAMMA_BINS)})
+                runs.write_json(folder / "gamma.json", gammas)
         if task is not None:
             progress.update(task, completed=history.rows[-1]["epoch"] * len(loader))
 
@@ -140,6 +151,15 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
             folder / "report.md", compare.report_md(compare.aggregate(loaded), loaded, "curves.png")
         )
     return summary
+
+
+def _gamma_record(path: Path, model, resume: bool) -> dict | None:
+    """{"epochs": [...]} of |gamma| histograms for a model with BatchNorm (None without)."""
+    if not bn_layers(model):
+        return None
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    return {"bins": GAMMA_BINS, "epochs": [{"epoch": 0, **gamma_histogram(model, GAMMA_BINS)}]}
 
 
 def _summary(status, variant, seed, recipe, history, seconds) -> dict:

@@ -69,6 +69,29 @@ class Plan:
         return "\n".join(lines)
 
 
+def build_graph(model: nn.Module, example_input):
+    """Torch-Pruning's dependency graph of model (traced by a forward: model must be in eval
+    mode, or its BatchNorm statistics move). Refuses parameters outside the layers that
+    Torch-Pruning can index-prune, which it would otherwise cut along a guessed dimension."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=example_input, verbose=False
+    )
+    if graph.unwrapped_parameters:
+        names = sorted(graph._param_to_name[p] for p, _ in graph.unwrapped_parameters)
+        owners = {n.rpartition(".")[0] or "(the model itself)" for n in names}
+        kinds = {type(model.get_submodule(o)).__name__ if o != "(the model itself)" else
+                 type(model).__name__ for o in owners}  # fmt: skip
+        raise ValueError(
+            f"the surgery cannot handle layer {', '.join(sorted(owners))} "
+            f"({', '.join(sorted(kinds))}): its parameter(s) {', '.join(names)} are not part "
+            "of a layer Torch-Pruning knows how to shrink (Conv, Linear, BatchNorm, ...); "
+            "remove the layer or register a pruner for it"
+        )
+    return graph
+
+
 def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, list[int]]]]:
     """Coupled BatchNorm groups: each a list of (name, channel indices for root channels 0..C-1).
 
@@ -79,7 +102,7 @@ def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, l
 
     traced = copy.deepcopy(model).eval()
     names = {m: n for n, m in traced.named_modules()}
-    graph = tp.DependencyGraph().build_dependency(traced, example_inputs=example_input)
+    graph = build_graph(traced, example_input)
     groups, seen = [], set()
     for name, _ in bn_layers(model):
         if name in seen:

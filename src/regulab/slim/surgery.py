@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from regulab.slim.plan import Plan
+from regulab.slim.plan import Plan, build_graph
 
 
 def prune(model: nn.Module, plan: Plan, example_input) -> nn.Module:
@@ -22,7 +22,7 @@ def prune(model: nn.Module, plan: Plan, example_input) -> nn.Module:
     pruned = copy.deepcopy(model)
     was = pruned.training
     pruned.eval()  # tracing runs a forward: BatchNorm statistics must not move
-    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_input)
+    graph = build_graph(pruned, example_input)
     for g in plan.groups:
         if not g.removed:
             continue

@@ -1,0 +1,107 @@
+"""One slimming pass: plan, prune, check against masking, evaluate, fine-tune, measure.
+
+The paper's scheme (arXiv:1708.06519, fig. 2): train with sparsity on the
+BatchNorm scales, prune the channels of small |gamma|, fine-tune; repeated for
+several passes, each pass cuts `ratio` of the channels that are left and its
+fine-tuning keeps the sparsity term so that the next pass has small scales to
+cut (the last pass fine-tunes without it).
+"""
+
+import torch
+from torch import nn
+
+from regulab.slim import measure, surgery
+from regulab.slim.plan import Plan, plan
+from regulab.slim.sparsity import bn_layers
+
+MATCH_TOLERANCE = 1e-4  # largest |pruned - masked| output accepted, relative to max |output|
+
+
+def widths(model: nn.Module) -> dict[str, int]:
+    """{BatchNorm layer name: channels} of model."""
+    return {name: m.num_features for name, m in bn_layers(model)}
+
+
+@torch.no_grad()
+def max_output_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    """max |a(x) - b(x)| / max |a(x)| in eval mode (both models are left in eval mode)."""
+    ya, yb = a.eval()(x), b.eval()(x)
+    return float((ya - yb).abs().max() / ya.abs().max().clamp_min(1e-12))
+
+
+def prune_checked(model: nn.Module, p: Plan, example_input, check_input) -> tuple[nn.Module, float]:
+    """The pruned network and its largest relative output difference from the masked one.
+
+    Raises RuntimeError if they differ by more than MATCH_TOLERANCE: the surgery
+    then removed something other than the planned channels.
+    """
+    pruned = surgery.prune(model, p, example_input)
+    reference = surgery.masked(model, p, example_input)
+    diff = max_output_difference(reference, pruned, check_input)
+    if not diff <= MATCH_TOLERANCE:
+        raise RuntimeError(
+            f"the pruned network differs from the masked one by {diff:.3g} (relative, "
+            f"tolerance {MATCH_TOLERANCE:g}): a layer was not shrunk consistently"
+        )
+    return pruned, diff
+
+
+def plan_for(model: nn.Module, ratio: float, example_input, settings) -> Plan:
+    """`plan` with the floors and score of a recipe's [slim] section."""
+    return plan(
+        model,
+        ratio,
+        example_input,
+        min_channels=settings.min_channels,
+        max_layer_ratio=settings.max_layer_ratio,
+        score=settings.score,
+    )
+
+
+def size_and_speed(model: nn.Module, example_input, batches, repeats: int) -> dict:
+    """`measure.measure` with latency keys as strings (JSON)."""
+    m = measure.measure(model, example_input, batches, repeats)
+    m["latency_s"] = {str(b): t for b, t in m["latency_s"].items()}
+    return m
+
+
+def reductions(before: dict, after: dict) -> dict:
+    """Shares of parameters and FLOPs removed, and latency speed-ups (before / after)."""
+    return {
+        "params_reduction": 1 - after["params"] / before["params"],
+        "flops_reduction": 1 - after["flops"] / before["flops"],
+        "speedup": {b: before["latency_s"][b] / after["latency_s"][b] for b in before["latency_s"]},
+    }
+
+
+def finetune(model: nn.Module, recipe, data, seed: int, *, sparsity: float, on_step=None):
+    """Fine-tune a pruned model in place for recipe.slim.finetune_epochs with the recipe's
+    optimizer, schedule (restarted), augmentation and penalties, and BatchNorm sparsity
+    `sparsity` (0 for the last pass); returns fit's History."""
+    import copy
+
+    from regulab import experiment
+    from regulab.train import fit
+
+    tune = copy.deepcopy(recipe)
+    tune.train.epochs = recipe.slim.finetune_epochs
+    tune.slim.sparsity = sparsity
+    model.train()
+    optimizer = experiment.build_optimizer(tune, model)
+    loader = experiment.loader(tune, data, seed)
+    return fit(
+        model,
+        optimizer,
+        loader,
+        epochs=tune.train.epochs,
+        val=data.val,
+        test=data.test,
+        loss=tune.train.loss,
+        schedule=experiment.build_schedule(tune, len(loader)),
+        augment=experiment.build_augment(tune, data),
+        clip_grad_norm=tune.train.clip_grad_norm or None,
+        seed=seed,
+        eval_train=tune.train.eval_train,
+        on_step=on_step,
+        **experiment.build_regularizers(tune, model, optimizer),
+    )
