@@ -203,8 +203,7 @@ def _preflight(recipe, splits, seed, stored) -> None:
     from regulab.slim import pipeline
 
     torch.manual_seed(seed)
-    experiment.build(recipe, splits, seed)
-    model = experiment.build_model(recipe, splits)
+    model = experiment.build(recipe, splits, seed)["model"]  # optimizer, loader, penalties too
     for r in recipe.slim.ratios:
         pipeline.plan_for(model, r, splits.train[0][:1], recipe.slim)
 

@@ -8,3 +8,23 @@ global channel pruning into a genuinely smaller network.
 - `surgery`: applies a plan with Torch-Pruning's dependency graph, and the masked copy
   it is checked against.
 """
+
+from regulab.slim import measure
+from regulab.slim.export import load, save
+from regulab.slim.plan import Plan, plan
+from regulab.slim.sparsity import bn_scales, gamma_histogram, prox_bn_, sparsity_penalty
+from regulab.slim.surgery import masked, prune
+
+__all__ = [
+    "Plan",
+    "bn_scales",
+    "gamma_histogram",
+    "load",
+    "masked",
+    "measure",
+    "plan",
+    "prox_bn_",
+    "prune",
+    "save",
+    "sparsity_penalty",
+]

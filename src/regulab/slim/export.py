@@ -41,7 +41,7 @@ def save(model: nn.Module, folder: str | Path, arch: dict) -> Path:
         "kwargs": arch.get("kwargs", {}),
         "layers": {n: _shape(m) for n, m in model.named_modules() if isinstance(m, LAYERS)},
     }
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     tmp = folder / ".model.safetensors.partial"
     save_file(state, str(tmp))
     os.replace(tmp, folder / "model.safetensors")
