@@ -84,7 +84,9 @@ def run_slim(args, console) -> int:
     from regulab.cli import EXIT_FAILED, UsageError
 
     recipe, stored = _recipe(args, UsageError)
-    seed = recipe.train.seed if args.seed is None else args.seed
+    seed = args.seed
+    if seed is None:  # the run's own seed with --from (its data split and batch order)
+        seed = stored["seed"] if stored and stored.get("seed") is not None else recipe.train.seed
     try:
         splits = experiment.load_data(recipe, seed)
     except (OSError, ValueError) as e:  # not found, download failed, corrupt file
@@ -128,13 +130,7 @@ def _recipe(args, UsageError):
             if args.recipe is not None:  # its fine-tuning settings, the run's model and data
                 given = config.to_dict(config.load(args.recipe))
                 for section in ("model", "data"):
-                    mine = {
-                        k: v for k, v in given[section].items() if k not in ("root", "download")
-                    }
-                    theirs = {
-                        k: v for k, v in raw[section].items() if k not in ("root", "download")
-                    }
-                    if mine != theirs:
+                    if _without_location(given[section]) != _without_location(raw[section]):
                         raise UsageError(
                             f"RECIPE {args.recipe} has another [{section}] than the run in "
                             f"{args.source}; its weights would not fit (leave RECIPE out to use "
@@ -163,12 +159,34 @@ def _recipe(args, UsageError):
             recipe = variants[args.variant]
     except config.RecipeError as e:
         raise UsageError(str(e)) from e
+    if stored is not None:
+        for section in ("model", "data"):
+            mine = _without_location(config.to_dict(recipe)[section])
+            theirs = _without_location(stored["recipe"][section])
+            changed = [k for k in mine if mine[k] != theirs.get(k)]
+            if changed:
+                k = changed[0]
+                raise UsageError(
+                    f"{section}.{k} must stay {theirs.get(k)!r}, the value the run in "
+                    f"{args.source} was trained with; got {mine[k]!r}"
+                )
+    names = [f"ratio-{r:g}" for r in recipe.slim.ratios]
+    if len(set(names)) != len(names):
+        raise UsageError(
+            "slim.ratios must differ in their first 6 significant digits (each names a folder "
+            f"ratio-R); got {recipe.slim.ratios}"
+        )
     if recipe.model.name not in BN_MODELS:
         raise UsageError(
             "model.name must be vgg_bn or resnet_bn: network slimming ranks channels by their "
             f"BatchNorm scales, and {recipe.model.name!r} has no BatchNorm"
         )
     return recipe, stored
+
+
+def _without_location(section: dict) -> dict:
+    """A recipe section without where the data lives (data.root, data.download)."""
+    return {k: v for k, v in section.items() if k not in ("root", "download")}
 
 
 def _stored_run(folder: Path, UsageError) -> dict:
@@ -269,23 +287,28 @@ def _slim(args, console, recipe, splits, seed, tmp: Path, start: float) -> dict:
         name, kwargs = experiment.model_spec(recipe, data)
         unpruned = {
             **_evaluate(model, data, recipe),
-            **pipeline.size_and_speed(model, example, LATENCY_BATCHES, args.latency_repeats),
+            **pipeline.size(model, example),
+            "channels": pipeline.plan_for(model, 0.0, example, recipe.slim).units,
             "widths": pipeline.widths(model),
         }
-        results = []
+        results, nets = [], {"unpruned": model}
         for r in recipe.slim.ratios:
             current = model
             for k in range(1, recipe.slim.passes + 1):
                 folder = tmp / f"ratio-{r:g}" / f"pass-{k}"
-                row, current = _one_pass(
-                    current, r, k, recipe, data, seed, folder, progress, args.latency_repeats
-                )
-                row["accuracy_change"] = (
-                    row["after_finetune"]["test_accuracy"] - (unpruned["test_accuracy"])
-                )
-                row.update(pipeline.reductions(unpruned, row))
+                row, current = _one_pass(current, r, k, recipe, data, seed, folder, progress)
+                unpruned_accuracy = unpruned["test_accuracy"]
+                row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
                 export.save(current, folder, {"name": name, "kwargs": kwargs})
                 results.append(row)
+                nets[row["model"]] = current
+        # all networks timed side by side at the end, so that a busy spell hits them all
+        with console.status("timing the networks"):
+            times = pipeline.latencies(nets, example, LATENCY_BATCHES, args.latency_repeats)
+        unpruned["latency_s"] = times["unpruned"]
+        for row in results:
+            row["latency_s"] = times[row["model"]]
+            row.update(pipeline.reductions(unpruned, row))
     gammas = sparsity.gamma_histogram(model, bins=runner.GAMMA_BINS)
     over_epochs = tmp / "sparse" / "gamma.json"
     summary = {
@@ -329,7 +352,7 @@ def _evaluate(model, data, recipe) -> dict:
     return out
 
 
-def _one_pass(model, r, k, recipe, data, seed, folder, progress, repeats):
+def _one_pass(model, r, k, recipe, data, seed, folder, progress):
     """Plan, prune, check, fine-tune and measure one pass; returns (row, pruned model)."""
     from regulab import runs
     from regulab.linear_regression import TrainingDiverged
@@ -368,7 +391,7 @@ def _one_pass(model, r, k, recipe, data, seed, folder, progress, repeats):
         status = "completed"
         after = _evaluate(pruned, data, recipe)
     pruned.eval()
-    size = pipeline.size_and_speed(pruned, example, LATENCY_BATCHES, repeats)
+    size = pipeline.size(pruned, example)
     row = {
         "ratio": r,
         "pass": k,

@@ -58,11 +58,26 @@ def plan_for(model: nn.Module, ratio: float, example_input, settings) -> Plan:
     )
 
 
-def size_and_speed(model: nn.Module, example_input, batches, repeats: int) -> dict:
-    """`measure.measure` with latency keys as strings (JSON)."""
-    m = measure.measure(model, example_input, batches, repeats)
-    m["latency_s"] = {str(b): t for b, t in m["latency_s"].items()}
-    return m
+def size(model: nn.Module, example_input) -> dict:
+    """{"params", "flops", "macs"} of model (FLOPs at 2 per multiply-add, one example)."""
+    f = measure.flops(model, example_input)
+    return {"params": measure.parameters(model), "flops": f, "macs": f // 2}
+
+
+def latencies(models: dict, example_input, batches, repeats: int, rounds: int = 3) -> dict:
+    """{name: {str(batch): seconds}}: the models timed side by side, in turn within each of
+    `rounds` rounds (so a busy spell hits them all), each figure the median over rounds of
+    `measure.latency`'s median of `repeats` forwards."""
+    import statistics
+
+    times = {name: {b: [] for b in batches} for name in models}
+    for _ in range(rounds):
+        for b in batches:
+            for name, model in models.items():
+                times[name][b].append(measure.latency(model, example_input, b, repeats))
+    return {
+        name: {str(b): statistics.median(v) for b, v in per.items()} for name, per in times.items()
+    }
 
 
 def reductions(before: dict, after: dict) -> dict:

@@ -42,7 +42,7 @@ def rows(summary: dict) -> list[dict]:
         {
             "ratio": 0.0,
             "pass": 0,
-            "channels_total": sum(u["widths"].values()),
+            "channels_total": u["channels"],
             "channels_requested": 0,
             "channels_removed": 0,
             "test_accuracy": u["test_accuracy"],
