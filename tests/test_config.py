@@ -18,6 +18,7 @@ EXPECTED_VARIANTS = {
     "dropout_mlp_fashion": ["dropout_mlp_fashion"],
     "lr_decay_l2": ["constant", "inverse_sqrt"],
     "mlp_digits": ["mlp_digits"],
+    "slim_vgg_fashion": ["slim_vgg_fashion"],
     "weight_decay_linear": ["lambda_0", "lambda_3"],
 }
 
@@ -93,6 +94,17 @@ def test_dropout_mlp_fashion_is_the_classic_experiment():
     assert (r.optim.name, r.optim.lr, r.optim.weight_decay) == ("sgd", 0.5, 0.0)
     assert (r.train.batch_size, r.train.epochs, r.train.loss) == (256, 10, "cross_entropy")
     assert (r.penalty.l1, r.penalty.l2, r.early_stopping.patience) == (0.0, 0.0, 0)
+
+
+def test_slim_vgg_fashion_is_a_sparsity_trained_vgg():
+    (r,) = config.expand(config.load(RECIPES / "slim_vgg_fashion.toml")).values()
+    assert (r.data.name, r.model.name) == ("fashion_mnist", "vgg_bn")
+    assert r.model.cfg == [32, "M", 64, "M", 128, "M", 256, "M"]
+    assert (r.slim.sparsity, r.slim.sparsity_mode, r.slim.score) == (1e-3, "subgradient", "gamma")
+    assert (r.optim.name, r.optim.lr, r.optim.momentum, r.optim.weight_decay) == (
+        "sgd", 0.05, 0.9, 1e-4,
+    )  # fmt: skip
+    assert (r.train.epochs, r.train.batch_size, r.schedule.name) == (10, 128, "cosine")
 
 
 def test_compare_fashion_variants_differ_only_in_their_regularizer():

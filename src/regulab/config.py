@@ -99,16 +99,12 @@ class Augment:
 class Slim:
     sparsity: float = 0.0  # s in s * sum|gamma| on BatchNorm scales (paper: 1e-4 VGG, 1e-5 ResNet)
     sparsity_mode: str = "subgradient"  # subgradient (s*sign(gamma) in the grad) | proximal
-    ratios: list[float] = field(
-        default_factory=lambda: [0.5]
-    )  # regulab slim: share of channels cut
-    passes: int = (
-        1  # regulab slim: prune + fine-tune rounds per ratio (each cuts ratio of the rest)
-    )
-    finetune_epochs: int = 10  # regulab slim: epochs of fine-tuning after each pruning (0 = none)
-    min_channels: int = 1  # regulab slim: fewest channels a layer (coupled group) keeps
-    max_layer_ratio: float = 1.0  # regulab slim: largest share of one layer's channels cut
-    score: str = "gamma"  # regulab slim: gamma (raw |gamma|, the paper) | normalized (per layer)
+    ratios: list[float] = field(default_factory=lambda: [0.5])  # slim: shares of channels cut
+    passes: int = 1  # slim: prune + fine-tune rounds per ratio, each cutting ratio of the rest
+    finetune_epochs: int = 10  # slim: epochs of fine-tuning after each pruning (0 = none)
+    min_channels: int = 1  # slim: fewest channels a layer (coupled group) keeps
+    max_layer_ratio: float = 1.0  # slim: largest share of one layer's channels cut
+    score: str = "gamma"  # slim: gamma (raw |gamma|, the paper) | normalized (per layer)
 
 
 @dataclass
