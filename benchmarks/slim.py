@@ -151,7 +151,7 @@ def main():
     sparse_run = Path(summary["from"]) if summary["from"] else slim_dir / "sparse"
     sparse = _trained(recipe, splits, sparse_run, "cpu")
     example = splits.train[0][:1]
-    total = sum(summary["unpruned"]["widths"].values())
+    total = summary["unpruned"]["channels"]  # prunable channels, a coupled one counted once
 
     # Torch-Pruning's BNScalePruner on the same sparse model, the same fine-tuning
     tp_rows = []

@@ -19,7 +19,7 @@ def python_blocks():
 def test_readme_examples_run_and_the_copies_match_the_library():
     namespace = {}
     blocks = python_blocks()
-    assert len(blocks) == 13
+    assert len(blocks) == 14
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         for block in blocks:
@@ -34,9 +34,11 @@ def test_readme_examples_run_and_the_copies_match_the_library():
         "0.5 1 3",
         "0.001 5 0.933",  # the sweep examples
         "['0.957', '0.956', '0.939'] Sequential",
+        "24 48 True True",  # the slimming example: exact count, pruned == masked, smaller
     ):
         assert expected in lines
     assert any(line.startswith("0.0707") for line in lines)
+    assert lines[lines.index("24 48 True True") + 1] == "True"  # the export round trip
     # the fit example: early stopping restored an epoch, and digits are easy
     _, best, accuracy = next(line for line in lines if line.startswith("completed ")).split()
     assert 1 <= int(best) <= 30 and float(accuracy) >= 0.95

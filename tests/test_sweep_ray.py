@@ -20,8 +20,13 @@ def toy_rows(values, scale, data_file):
     """A stand-in for compute_rows: one row per strength; reads a path relative to the cwd."""
     offset = float(Path(data_file).read_text())
     return [
-        {"lambda": v, "loss": scale * v**2 + offset, "chunk_size": len(values), "note": None,
-         "path": [v, -v]}
+        {
+            "lambda": v,
+            "loss": scale * v**2 + offset,
+            "chunk_size": len(values),
+            "note": None,
+            "path": [v, -v],
+        }
         for v in values
     ]
 
@@ -39,8 +44,13 @@ def pid_rows(values):
 @pytest.fixture(scope="module")
 def ray_instance():
     """One local Ray instance for the module: start-up takes seconds."""
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 

@@ -95,7 +95,7 @@ def ratio(text: str) -> float:
 def ratio_list(text: str, what: str = "") -> tuple[float, ...]:
     """Parse '0.3,0.5' into (0.3, 0.5): distinct numbers in [0, 1)."""
     try:
-        values = tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) + 0.0 for v in text.split(","))  # + 0.0: -0 is 0
     except ValueError:
         values = ()
     if not values or not all(0 <= v < 1 for v in values) or len(set(values)) != len(values):

@@ -84,9 +84,18 @@ def run_slim(args, console) -> int:
     from regulab.cli import EXIT_FAILED, UsageError
 
     recipe, stored = _recipe(args, UsageError)
-    seed = args.seed
-    if seed is None:  # the run's own seed with --from (its data split and batch order)
-        seed = stored["seed"] if stored and stored.get("seed") is not None else recipe.train.seed
+    seed = recipe.train.seed if args.seed is None else args.seed
+    if stored is not None and stored.get("seed") is not None:  # its data split, batch order
+        if args.seed is not None and args.seed != stored["seed"]:
+            raise UsageError(
+                f"--seed must be {stored['seed']}, the seed of the run in {args.source} (it "
+                f"fixes the data split the run was trained on), or left out; got {args.seed}"
+            )
+        seed = stored["seed"]
+    try:
+        device(recipe.train.device)  # a recipe's (or a run's) device must exist here too
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"train.device {e}; use --device cpu") from e
     try:
         splits = experiment.load_data(recipe, seed)
     except (OSError, ValueError) as e:  # not found, download failed, corrupt file
@@ -126,17 +135,15 @@ def _recipe(args, UsageError):
     try:
         if args.source is not None:
             stored = _stored_run(args.source, UsageError)
-            raw = stored["recipe"]
-            if args.recipe is not None:  # its fine-tuning settings, the run's model and data
-                given = config.to_dict(config.load(args.recipe))
-                for section in ("model", "data"):
-                    if _without_location(given[section]) != _without_location(raw[section]):
-                        raise UsageError(
-                            f"RECIPE {args.recipe} has another [{section}] than the run in "
-                            f"{args.source}; its weights would not fit (leave RECIPE out to use "
-                            "the run's own recipe)"
-                        )
-                raw = {**given, "data": {**given["data"], "root": raw["data"]["root"]}}
+            if args.recipe is not None:  # its fine-tuning settings; the run's model and data
+                raw = config.to_dict(_variant(config.load(args.recipe), args.variant, UsageError))
+                raw["data"]["root"] = stored["recipe"]["data"]["root"]
+            elif args.variant is not None:
+                raise UsageError(
+                    "--variant picks a variant of RECIPE; with --from alone, leave it out"
+                )
+            else:
+                raw = stored["recipe"]
             raw = json.loads(json.dumps(raw))
             raw.pop("variants", None)
             for text in overrides:
@@ -147,16 +154,7 @@ def _recipe(args, UsageError):
                 "RECIPE is required (or --from RUN_DIR); e.g. recipes/slim_vgg_fashion.toml"
             )
         else:
-            recipe = config.load(args.recipe, overrides)
-        if recipe.variants or args.variant is not None:
-            variants = config.expand(recipe)
-            if args.variant not in recipe.variants:
-                names = ", ".join(recipe.variants) or "(none: the recipe has no variants)"
-                raise UsageError(
-                    f"--variant must be one of {names} (regulab slim slims one run); "
-                    f"got {args.variant!r}"
-                )
-            recipe = variants[args.variant]
+            recipe = _variant(config.load(args.recipe, overrides), args.variant, UsageError)
     except config.RecipeError as e:
         raise UsageError(str(e)) from e
     if stored is not None:
@@ -184,6 +182,20 @@ def _recipe(args, UsageError):
     return recipe, stored
 
 
+def _variant(recipe, variant, UsageError):
+    """The recipe's variant `variant` (a recipe with variants needs one named)."""
+    from regulab import config
+
+    if not recipe.variants and variant is None:
+        return recipe
+    if variant not in recipe.variants:
+        names = ", ".join(recipe.variants) or "(none: the recipe has no variants)"
+        raise UsageError(
+            f"--variant must be one of {names} (regulab slim slims one run); got {variant!r}"
+        )
+    return config.expand(recipe)[variant]
+
+
 def _without_location(section: dict) -> dict:
     """A recipe section without where the data lives (data.root, data.download)."""
     return {k: v for k, v in section.items() if k not in ("root", "download")}
@@ -191,6 +203,8 @@ def _without_location(section: dict) -> dict:
 
 def _stored_run(folder: Path, UsageError) -> dict:
     """config.json of a completed single run of `regulab train`."""
+    from regulab import checkpoint
+
     try:
         stored = json.loads((folder / "config.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
@@ -210,6 +224,8 @@ def _stored_run(folder: Path, UsageError) -> dict:
             f"--from must be a completed run; '{folder}' is {summary.get('status')!r} "
             "(resume it with `regulab train --resume` first)"
         )
+    if checkpoint.latest(folder / "checkpoints") is None:
+        raise UsageError(f"--from must be a run with its checkpoints; '{folder}' has none")
     return stored
 
 
@@ -236,7 +252,7 @@ def _trained(recipe, splits, folder: Path, device):
         raise ValueError(f"run folder '{folder}' has no checkpoint to start from")
     state, training = checkpoint.load(latest, device)
     stopping = training.get("early_stopping") or {}
-    if stopping.get("best_state_") is not None and recipe.early_stopping.patience:
+    if stopping.get("best_state_") is not None:  # the run ended on its best epoch's weights
         state = stopping["best_state_"]
     model.load_state_dict(state)
     return model.eval()

@@ -40,6 +40,8 @@ def latency(model: nn.Module, example_input: torch.Tensor, batch: int, repeats: 
     try:
         for _ in range(3):
             model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

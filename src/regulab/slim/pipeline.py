@@ -14,7 +14,7 @@ from regulab.slim import measure, surgery
 from regulab.slim.plan import Plan, plan
 from regulab.slim.sparsity import bn_layers
 
-MATCH_TOLERANCE = 1e-4  # largest |pruned - masked| output accepted, relative to max |output|
+MATCH_TOLERANCE = 1e-5  # largest |pruned - masked| output accepted, relative to max |output|
 
 
 def widths(model: nn.Module) -> dict[str, int]:

@@ -92,11 +92,13 @@ def build_graph(model: nn.Module, example_input):
     return graph
 
 
-def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, list[int]]]]:
-    """Coupled BatchNorm groups: each a list of (name, channel indices for root channels 0..C-1).
+def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, list]]]:
+    """Coupled BatchNorm groups, each a list of (name, idx) with the root first: idx[c] is the
+    member's channel that goes with root channel c, or None if c does not reach it (a
+    BatchNorm after a concatenation takes part of its channels from each input's group).
 
-    The graph is traced on a copy in eval mode, so the model's BatchNorm statistics
-    are not touched.
+    A BatchNorm is a root unless an earlier group reached it. The graph is traced on a
+    copy in eval mode, so the model's BatchNorm statistics are not touched.
     """
     import torch_pruning as tp
 
@@ -110,13 +112,14 @@ def dependency_groups(model: nn.Module, example_input) -> list[list[tuple[str, l
         bn = traced.get_submodule(name)
         everything = list(range(bn.num_features))
         group = graph.get_pruning_group(bn, tp.prune_batchnorm_out_channels, idxs=everything)
-        members = []
-        for dep, idxs in group:
-            target = dep.target.module
-            if isinstance(target, BATCH_NORMS) and names.get(target) not in seen:
-                members.append((names[target], [int(i) for i in idxs]))
-                seen.add(names[target])
-        groups.append(members)
+        maps = {name: dict(enumerate(everything))}  # root channel -> member channel
+        for item in group.items:
+            target = item.dep.target.module
+            if isinstance(target, BATCH_NORMS) and names.get(target) != name:
+                pairs = zip(item.root_idxs, item.idxs, strict=True)
+                maps.setdefault(names[target], {}).update({int(r): int(i) for r, i in pairs})
+        seen.update(maps)
+        groups.append([(n, [m.get(c) for c in everything]) for n, m in maps.items()])
     return groups
 
 
@@ -155,7 +158,9 @@ def plan(
             gamma = modules[name].weight.detach().abs().double().cpu()
             if score == "normalized":
                 gamma = gamma / gamma.max().clamp_min(1e-30)
-            scores = torch.maximum(scores, gamma[idx])
+            reached = [c for c in range(channels) if idx[c] is not None]
+            member = gamma[[idx[c] for c in reached]]
+            scores[reached] = torch.maximum(scores[reached], member)
         g = GroupPlan([n for n, _ in members], channels, min(floor, channels))
         groups.append(g)
         units += [(float(scores[c]), len(groups) - 1, c) for c in range(channels)]

@@ -154,7 +154,8 @@ def plot_gammas(summary: dict, history: dict | None, path: Path) -> None:
     ax = axes[-1]
     h = summary["gamma_histogram"]
     ax.stairs(h["counts"], h["edges"], fill=True, alpha=0.6)
-    for i, r in enumerate(x for x in summary["results"] if x["pass"] == 1):
+    raw = summary["score"] == "gamma"  # a normalized score is not on this axis
+    for i, r in enumerate(x for x in summary["results"] if x["pass"] == 1 and raw):
         if r["threshold"] is not None:
             ax.axvline(r["threshold"], color=f"C{i + 1}", ls="--",
                        label=f"ratio {r['ratio']:g}: cut below {r['threshold']:.3g}")  # fmt: skip
@@ -162,7 +163,7 @@ def plot_gammas(summary: dict, history: dict | None, path: Path) -> None:
     ax.set_xlabel("|gamma| of the model that was pruned")
     ax.set_ylabel("channels")
     ax.set_title("before pruning")
-    if summary["results"]:
+    if raw and summary["results"]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -236,8 +237,8 @@ def markdown(summary: dict, pareto: str, gammas: str) -> str:
         table_markdown(summary),
         "",
         f"FLOPs: {summary['flops_convention']}. Latency: median of repeated eval-mode forwards "
-        f"on {summary['device']}. Every pruned network was checked against the unpruned one "
-        f"with the same channels masked (gamma and beta zeroed): largest relative output "
+        f"on {summary['device']}. Every pruned network was checked against the network it was "
+        f"cut from with the same channels masked (gamma and beta zeroed): largest relative output "
         f"difference {worst:.2g}.",
         "",
         *(["Floors:", *notes, ""] if notes else []),

@@ -54,7 +54,8 @@ def masked(model: nn.Module, plan: Plan, example_input=None) -> nn.Module:
             layers = members.get(g.layers[0]) or [(name, None) for name in g.layers]
             for name, idx in layers:
                 bn = out.get_submodule(name)
-                channels = [idx[c] for c in g.removed] if idx is not None else g.removed
+                channels = g.removed if idx is None else [idx[c] for c in g.removed]
+                channels = [c for c in channels if c is not None]  # not reached (concatenation)
                 bn.weight[channels] = 0
                 bn.bias[channels] = 0
     return out
