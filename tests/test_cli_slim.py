@@ -427,7 +427,7 @@ BAD = [
     (["--from", "{notrun}"], ["--from", "`regulab train`", "{notrun}"]),
     (["--from", "{sweep}"], ["--from", "`regulab train`", "{sweep}"]),
     (["--from", "{running}"], ["--from", "completed", "{running}", "'running'"]),
-    (["{other}", "--from", "{run}"], ["{other}", "[model]", "{run}"]),
+    (["{other}", "--from", "{run}"], ["{other}", "model.cfg", "{run}"]),
     (["--from", "{multi}"], ["--from", "one run", "{multi}", "seed-0", "seed-1"]),
     (["{variants}"], ["--variant", "a, b", "got None"]),
 ]
@@ -565,7 +565,7 @@ def test_from_with_a_model_override_is_a_usage_error(tmp_path, train_run, capsys
                 "--finetune-epochs", "0", "--out", str(out))  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
-    assert "model.cfg must stay [8, 'M', 16, 'M']" in err and "[4, 'M', 8, 'M']" in err
+    assert "model.cfg must stay [8, 'M', 16, 'M']" in err and "--set gave [4, 'M', 8, 'M']" in err
 
 
 def test_ratios_that_print_alike_are_refused_before_training(tmp_path, recipe, capsys):

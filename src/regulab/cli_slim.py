@@ -164,9 +164,11 @@ def _recipe(args, UsageError):
             changed = [k for k in mine if mine[k] != theirs.get(k)]
             if changed:
                 k = changed[0]
+                by_set = any(t.partition("=")[0].strip() == f"{section}.{k}" for t in args.set)
+                where = "--set" if by_set else f"RECIPE {args.recipe}"
                 raise UsageError(
                     f"{section}.{k} must stay {theirs.get(k)!r}, the value the run in "
-                    f"{args.source} was trained with; got {mine[k]!r}"
+                    f"{args.source} was trained with; {where} gave {mine[k]!r}"
                 )
     names = [f"ratio-{r:g}" for r in recipe.slim.ratios]
     if len(set(names)) != len(names):
