@@ -397,6 +397,9 @@ def inputs(tmp_path, train_run, multi_run):
     other_command.mkdir()
     (other_command / "config.json").write_text(json.dumps({"command": "sweep", "recipe": {}}))
     (other_command / "summary.json").write_text(json.dumps({"variant": None}))
+    nockpt = tmp_path / "nockpt"
+    shutil.copytree(train_run, nockpt)
+    shutil.rmtree(nockpt / "checkpoints")
     vgg = VGG.format(epochs=1)
     two_variants = vgg + "[variants.a]\n[variants.b]\nslim.sparsity = 0.01\n"
     return {
@@ -409,6 +412,7 @@ def inputs(tmp_path, train_run, multi_run):
         "running": str(running),
         "notrun": str(notrun),
         "sweep": str(other_command),
+        "nockpt": str(nockpt),
     }
 
 
@@ -430,6 +434,10 @@ BAD = [
     (["{other}", "--from", "{run}"], ["{other}", "model.cfg", "{run}"]),
     (["--from", "{multi}"], ["--from", "one run", "{multi}", "seed-0", "seed-1"]),
     (["{variants}"], ["--variant", "a, b", "got None"]),
+    (["--from", "{run}", "--seed", "3"], ["--seed", "must be 0", "got 3"]),
+    (["{recipe}", "--set", 'train.device="cuda:7"'], ["train.device", "'cuda:7'", "--device cpu"]),
+    (["--from", "{nockpt}"], ["--from", "checkpoints", "{nockpt}"]),
+    (["--from", "{run}", "--variant", "a"], ["--variant", "RECIPE"]),
 ]
 
 
@@ -574,3 +582,89 @@ def test_ratios_that_print_alike_are_refused_before_training(tmp_path, recipe, c
                 "--out", str(out))  # fmt: skip
     assert code == 2 and not out.exists()
     assert "slim.ratios must differ" in capsys.readouterr().err
+
+
+# --- review findings ---------------------------------------------------------------------
+
+
+def test_from_an_early_stopped_run_prunes_its_best_epoch_whatever_the_slim_recipe(tmp_path):
+    text = VGG.format(epochs=3).replace("lr = 0.1", "lr = 0.5")  # best epoch 2 of 3
+    text += '[early_stopping]\npatience = 10\nmonitor = "val_accuracy"\n'
+    path = write(tmp_path, text)
+    assert run_cli("train", str(path), "--out", str(tmp_path / "es")) == 0
+    trained = summary_of(tmp_path / "es")
+    final = trained["final"]["test_accuracy"]  # the restored best epoch's
+    # a slim recipe without early stopping must still start from the run's best weights
+    out = tmp_path / "slim"
+    assert slim("--from", str(tmp_path / "es"), "--set", "early_stopping.patience=0",
+                "--ratio", "0", "--finetune-epochs", "0", "--out", str(out)) == 0  # fmt: skip
+    assert summary_of(out)["unpruned"]["test_accuracy"] == pytest.approx(final, abs=1e-12)
+    last = read_csv(tmp_path / "es" / "metrics.csv")[-1]
+    assert trained["best_epoch"] < int(last["epoch"])  # else this test could not fail
+    assert float(last["test_accuracy"]) != pytest.approx(final, abs=1e-12)
+
+
+def test_from_with_recipe_and_variant_uses_that_variant(tmp_path):
+    text = VGG.format(epochs=1) + "[variants.plain]\n[variants.drop]\nmodel.dropout = [0.3]\n"
+    path = write(tmp_path, text)
+    assert run_cli("train", str(path), "--out", str(tmp_path / "t")) == 0
+    run = tmp_path / "t" / "runs" / "drop" / "seed-0"
+    out = tmp_path / "slim"
+    code = slim(str(path), "--variant", "drop", "--from", str(run), "--ratio", "0.25",
+                "--finetune-epochs", "0", "--out", str(out))  # fmt: skip
+    assert code == 0
+    stored = json.loads((out / "config.json").read_text())["recipe"]
+    assert stored["model"]["dropout"] == [0.3]
+    # the other variant's model differs: refused, naming the key
+    code = slim(str(path), "--variant", "plain", "--from", str(run), "--out", str(tmp_path / "x"))
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+class Concat(nn.Module):
+    """Two branches concatenated, then one BatchNorm over all their channels (DenseNet style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6))
+        self.bn = nn.BatchNorm2d(10)
+        self.conv = nn.Conv2d(10, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        h = torch.relu(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1))
+        return self.head(torch.relu(self.bn2(self.conv(torch.relu(self.bn(h))))))
+
+
+def test_a_batchnorm_after_a_concatenation_is_coupled_with_each_input_channel_by_channel():
+    from regulab.slim import masked, prune
+    from regulab.slim.plan import dependency_groups
+
+    torch.manual_seed(0)
+    model = Concat().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 1)
+                m.bias.uniform_(-1, 1)
+                m.running_mean.uniform_(-1, 1)
+    x = torch.randn(16, 1, 8, 8)
+    groups = {g[0][0]: dict(g) for g in dependency_groups(model, x[:1])}
+    assert groups["a.1"]["bn"] == [0, 1, 2, 3]  # a's channels are bn's first four
+    assert groups["b.1"]["bn"] == [4, 5, 6, 7, 8, 9]  # b's are the next six
+    assert "bn" not in groups  # every channel of bn belongs to a's or b's group
+    p = plan(model, 0.5, x[:1])
+    assert p.removed == round(0.5 * (4 + 6 + 8))
+    gammas = {n: m.weight.detach().abs() for n, m in model.named_modules()
+              if isinstance(m, nn.BatchNorm2d)}  # fmt: skip
+    for g in p.groups:  # a coupled channel's score is its larger |gamma|; the cut is lowest first
+        if g.layers[0] == "a.1" and g.removed:
+            c = g.removed[0]
+            assert g.threshold >= max(gammas["a.1"][c], gammas["bn"][c]) - 1e-7
+    small, big = prune(model, p, x[:1]).eval(), masked(model, p, x[:1]).eval()
+    with torch.no_grad():
+        assert (small(x) - big(x)).abs().max() <= 1e-5
+    kept_a = 4 - len(next(g for g in p.groups if g.layers[0] == "a.1").removed)
+    kept_b = 6 - len(next(g for g in p.groups if g.layers[0] == "b.1").removed)
+    assert small.bn.num_features == kept_a + kept_b

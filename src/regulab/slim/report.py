@@ -155,15 +155,15 @@ def plot_gammas(summary: dict, history: dict | None, path: Path) -> None:
     h = summary["gamma_histogram"]
     ax.stairs(h["counts"], h["edges"], fill=True, alpha=0.6)
     raw = summary["score"] == "gamma"  # a normalized score is not on this axis
-    for i, r in enumerate(x for x in summary["results"] if x["pass"] == 1 and raw):
-        if r["threshold"] is not None:
-            ax.axvline(r["threshold"], color=f"C{i + 1}", ls="--",
-                       label=f"ratio {r['ratio']:g}: cut below {r['threshold']:.3g}")  # fmt: skip
+    cuts = [x for x in summary["results"] if x["pass"] == 1 and x["threshold"] is not None]
+    for i, r in enumerate(cuts if raw else []):
+        ax.axvline(r["threshold"], color=f"C{i + 1}", ls="--",
+                   label=f"ratio {r['ratio']:g}: cut below {r['threshold']:.3g}")  # fmt: skip
     ax.set_yscale("symlog", linthresh=1)
     ax.set_xlabel("|gamma| of the model that was pruned")
     ax.set_ylabel("channels")
     ax.set_title("before pruning")
-    if raw and summary["results"]:
+    if raw and cuts:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
