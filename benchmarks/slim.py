@@ -27,7 +27,6 @@ JSON object with the figures and ratios.
 import argparse
 import copy
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ from pathlib import Path
 import torch
 
 from regulab import cli, config, experiment
-from regulab.cli_slim import _trained
 from regulab.slim import export, measure, pipeline
+from regulab.slim.run import trained
 from regulab.train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,16 +96,6 @@ def torch_pruning(model, ratio: float, example, global_pruning: bool):
     return pruned
 
 
-def latencies(models: dict, example, batches, rounds: int, repeats: int) -> dict:
-    """{name: {batch: median over rounds of the median of `repeats` forwards}}, interleaved."""
-    times = {n: {b: [] for b in batches} for n in models}
-    for _ in range(rounds):
-        for b in batches:
-            for n, m in models.items():
-                times[n][b].append(measure.latency(m, example, b, repeats))
-    return {n: {b: statistics.median(v) for b, v in t.items()} for n, t in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny VGG on digits")
@@ -149,7 +138,7 @@ def main():
     seed = stored["seed"]
     splits = experiment.load_data(recipe, seed)
     sparse_run = Path(summary["from"]) if summary["from"] else slim_dir / "sparse"
-    sparse = _trained(recipe, splits, sparse_run, "cpu")
+    sparse = trained(recipe, splits, sparse_run, "cpu")
     example = splits.train[0][:1]
     total = summary["unpruned"]["channels"]  # prunable channels, a coupled one counted once
 
@@ -179,7 +168,8 @@ def main():
             )
             nets[f"tp-{mode} {r:g}"] = pruned
     batches = (1, 256)
-    lat = latencies(nets, example, batches, rounds=3 if args.quick else 5, repeats=10)
+    lat = pipeline.latencies(nets, example, batches, repeats=10, rounds=3 if args.quick else 5)
+    lat = {n: {int(b): t for b, t in per.items()} for n, per in lat.items()}
 
     # table
     u = summary["unpruned"]

@@ -1,0 +1,197 @@
+"""A `regulab slim` run folder: sparsity training (or a finished run), then per ratio and
+pass: plan, prune, check against masking, fine-tune, measure, export; the report.
+
+The networks are timed side by side at the end (`pipeline.latencies`). Network
+Slimming: Liu et al., arXiv:1708.06519.
+"""
+
+import json
+import time
+from pathlib import Path
+
+LATENCY_BATCHES = (1, 256)
+
+
+def trained(recipe, splits, folder: Path, device):
+    """The final model of a `regulab train` run folder (early stopping's best, if it restored)."""
+    from regulab import checkpoint, experiment
+
+    model = experiment.build_model(recipe, splits).to(device)
+    latest = checkpoint.latest(folder / "checkpoints")
+    if latest is None:
+        raise ValueError(f"run folder '{folder}' has no checkpoint to start from")
+    state, training = checkpoint.load(latest, device)
+    stopping = training.get("early_stopping") or {}
+    if stopping.get("best_state_") is not None:  # the run ended on its best epoch's weights
+        state = stopping["best_state_"]
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def write(
+    recipe, splits, seed: int, tmp: Path, *, source, latency_repeats: int, console, start
+) -> dict:
+    """Everything inside the run folder; returns the summary it wrote."""
+    import shutil
+
+    import torch
+
+    from regulab import config, experiment, runner, runs
+    from regulab.cli_train import _progress
+    from regulab.linear_regression import TrainingDiverged
+    from regulab.slim import export, pipeline, report, sparsity
+
+    device = torch.device(recipe.train.device)
+    runs.write_json(
+        tmp / "config.json",
+        {
+            "command": "slim",
+            "from": str(source) if source is not None else None,
+            "seed": seed,
+            "latency_batches": list(LATENCY_BATCHES),
+            "latency_repeats": latency_repeats,
+            "recipe": config.to_dict(recipe),
+            **runs.environment(),
+        },
+    )
+    with _progress(console, 0) as progress:
+        folder = source
+        if source is None:
+            folder = tmp / "sparse"
+            runner.train_one(recipe, "sparse", seed, folder, progress=progress)
+            done = json.loads((folder / "summary.json").read_text())
+            if done["status"] != "completed":
+                raise TrainingDiverged(
+                    f"sparsity training {done['status']}: {done['message']}", done["epochs"]
+                )
+        elif (source / "gamma.json").exists():
+            (tmp / "sparse").mkdir()
+            shutil.copy(source / "gamma.json", tmp / "sparse" / "gamma.json")
+        data = splits.to(device)
+        model = trained(recipe, data, folder, device)
+        example = data.train[0][:1]
+        name, kwargs = experiment.model_spec(recipe, data)
+        unpruned = {
+            **evaluate(model, data, recipe),
+            **pipeline.size(model, example),
+            "channels": pipeline.plan_for(model, 0.0, example, recipe.slim).units,
+            "widths": pipeline.widths(model),
+        }
+        results, nets = [], {"unpruned": model}
+        for r in recipe.slim.ratios:
+            current = model
+            for k in range(1, recipe.slim.passes + 1):
+                folder = tmp / f"ratio-{r:g}" / f"pass-{k}"
+                row, current = one_pass(current, r, k, recipe, data, seed, folder, progress)
+                unpruned_accuracy = unpruned["test_accuracy"]
+                row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
+                export.save(current, folder, {"name": name, "kwargs": kwargs})
+                results.append(row)
+                nets[row["model"]] = current
+        # all networks timed side by side at the end, so that a busy spell hits them all
+        with console.status("timing the networks"):
+            times = pipeline.latencies(nets, example, LATENCY_BATCHES, latency_repeats)
+        unpruned["latency_s"] = times["unpruned"]
+        for row in results:
+            row["latency_s"] = times[row["model"]]
+            row.update(pipeline.reductions(unpruned, row))
+    gammas = sparsity.gamma_histogram(model, bins=runner.GAMMA_BINS)
+    over_epochs = tmp / "sparse" / "gamma.json"
+    summary = {
+        "command": "slim",
+        "status": "completed",
+        "seconds": round(time.perf_counter() - start, 3),
+        "recipe": recipe.name,
+        "from": str(source) if source is not None else None,
+        "seed": seed,
+        "device": str(device),
+        "sparsity": recipe.slim.sparsity,
+        "sparsity_mode": recipe.slim.sparsity_mode,
+        "score": recipe.slim.score,
+        "passes": recipe.slim.passes,
+        "finetune_epochs": recipe.slim.finetune_epochs,
+        "flops_convention": "2 FLOPs per multiply-add, one example (torch.utils.flop_counter)",
+        "latency_batches": list(LATENCY_BATCHES),
+        "unpruned": unpruned,
+        "results": results,
+        "gamma_histogram": gammas,
+    }
+    report.write_csv(summary, tmp / "slim.csv")
+    report.plot_pareto(summary, tmp / "pareto.png")
+    history = json.loads(over_epochs.read_text()) if over_epochs.exists() else None
+    report.plot_gammas(summary, history, tmp / "gamma.png")
+    runs.write_text(tmp / "report.md", report.markdown(summary, "pareto.png", "gamma.png"))
+    runs.write_json(tmp / "summary.json", summary)
+    return summary
+
+
+def evaluate(model, data, recipe) -> dict:
+    from regulab.train import evaluate
+
+    out = {}
+    for split in ("val", "test"):
+        pair = getattr(data, split)
+        if pair is not None:
+            out[f"{split}_loss"], out[f"{split}_accuracy"] = evaluate(
+                model, pair, recipe.train.loss, 1024
+            )
+    return out
+
+
+def one_pass(model, r, k, recipe, data, seed, folder, progress):
+    """Plan, prune, check, fine-tune and measure one pass; returns (row, pruned model)."""
+    from regulab import runs
+    from regulab.linear_regression import TrainingDiverged
+    from regulab.runner import _csv
+    from regulab.slim import pipeline
+    from regulab.train import COLUMNS
+
+    example = data.train[0][:1]
+    plan = pipeline.plan_for(model, r, example, recipe.slim)
+    check = data.val[0][:256] if data.val is not None else data.test[0][:256]
+    pruned, diff = pipeline.prune_checked(model, plan, example, check)
+    before = evaluate(pruned, data, recipe)
+    folder.mkdir(parents=True)
+    runs.write_text(folder / "plan.txt", str(plan) + "\n")
+    epochs = recipe.slim.finetune_epochs
+    after, status = before, "not fine-tuned"
+    if epochs:
+        steps = epochs * -(-len(data.train[0]) // recipe.train.batch_size)
+        task = progress.add_task(f"fine-tune ratio {r:g} pass {k}", total=steps)
+        last = k == recipe.slim.passes  # the last fine-tuning is plain, earlier ones keep sparsity
+        history = pipeline.finetune(
+            pruned,
+            recipe,
+            data,
+            seed,
+            sparsity=0.0 if last else recipe.slim.sparsity,
+            on_step=lambda: progress.advance(task),
+        )
+        progress.remove_task(task)
+        runs.write_text(folder / "metrics.csv", _csv(history.rows, COLUMNS))
+        if history.status != "completed":
+            raise TrainingDiverged(
+                f"fine-tuning ratio {r:g} pass {k} {history.status}: {history.message}",
+                len(history.rows),
+            )
+        status = "completed"
+        after = evaluate(pruned, data, recipe)
+    pruned.eval()
+    size = pipeline.size(pruned, example)
+    row = {
+        "ratio": r,
+        "pass": k,
+        "model": f"ratio-{r:g}/pass-{k}",
+        "channels_total": plan.units,
+        "channels_requested": plan.requested,
+        "channels_removed": plan.removed,
+        "note": plan.note,
+        "threshold": plan.threshold,
+        "pruned_vs_masked": diff,
+        "before_finetune": before,
+        "after_finetune": after,
+        "finetune": status,
+        **size,
+        "widths": pipeline.widths(pruned),
+    }
+    return row, pruned
