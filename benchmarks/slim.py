@@ -99,7 +99,13 @@ def torch_pruning(model, ratio: float, example, global_pruning: bool):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny VGG on digits")
-    parser.add_argument("--slim", type=Path, help="finished `regulab slim` run of the recipe")
+    parser.add_argument(
+        "--slim",
+        type=Path,
+        action="append",
+        help="finished `regulab slim` run of the recipe (repeatable: e.g. with and without "
+        "slim.max_layer_ratio); Torch-Pruning prunes the first one's sparse model",
+    )
     parser.add_argument("--from", dest="source", type=Path, help="finished sparse training run")
     parser.add_argument("--baseline", type=Path, help="finished run of the recipe with s = 0")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -126,27 +132,36 @@ def main():
     base_acc = base_summary["final"]["test_accuracy"]
 
     # regulab slim
-    slim_dir = args.slim or out / "slim"
+    slim_dirs = args.slim or [out / "slim"]
     source = ["--from", str(args.source)] if args.source else []
     recipe_arg = [] if args.source and not args.quick else [str(recipe_path)]
     if args.slim is None:
-        run(["slim", *recipe_arg, *source, "--ratios", ratios, "--out", str(slim_dir),
+        run(["slim", *recipe_arg, *source, "--ratios", ratios, "--out", str(slim_dirs[0]),
              "--overwrite", *data_dir])  # fmt: skip
-    summary = json.loads((slim_dir / "summary.json").read_text())
-    stored = json.loads((slim_dir / "config.json").read_text())
+    summaries = [json.loads((d / "summary.json").read_text()) for d in slim_dirs]
+    caps = [
+        json.loads((d / "config.json").read_text())["recipe"]["slim"]["max_layer_ratio"]
+        for d in slim_dirs
+    ]
+    summary = summaries[0]
+    stored = json.loads((slim_dirs[0] / "config.json").read_text())
     recipe = config.from_dict(stored["recipe"])
     seed = stored["seed"]
     splits = experiment.load_data(recipe, seed)
-    sparse_run = Path(summary["from"]) if summary["from"] else slim_dir / "sparse"
+    sparse_run = Path(summary["from"]) if summary["from"] else slim_dirs[0] / "sparse"
     sparse = trained(recipe, splits, sparse_run, "cpu")
     example = splits.train[0][:1]
     total = summary["unpruned"]["channels"]  # prunable channels, a coupled one counted once
+
+    def name(r, cap):
+        return f"regulab {r:g}" + (f" cap {cap:g}" if len(slim_dirs) > 1 else "")
 
     # Torch-Pruning's BNScalePruner on the same sparse model, the same fine-tuning
     tp_rows = []
     nets = {"unpruned": sparse}
     for r in RATIOS:
-        nets[f"regulab {r:g}"] = export.load(slim_dir / f"ratio-{r:g}" / "pass-1")
+        for d, cap in zip(slim_dirs, caps, strict=True):
+            nets[name(r, cap)] = export.load(d / f"ratio-{r:g}" / "pass-1")
         for mode, global_pruning in (("default", False), ("global", True)):
             pruned = torch_pruning(sparse, r, example, global_pruning)
             kept = sum(pipeline.widths(pruned).values())
@@ -175,15 +190,15 @@ def main():
     u = summary["unpruned"]
     print(f"baseline (s = 0): test accuracy {100 * base_acc:.2f} %")
     print(f"sparse (s = {recipe.slim.sparsity:g}), unpruned: {100 * u['test_accuracy']:.2f} %")
-    head = (f"{'network':<18} {'removed':>9} {'acc before FT':>13} {'acc':>7} {'vs base':>8} "
+    head = (f"{'network':<22} {'removed':>9} {'acc before FT':>13} {'acc':>7} {'vs base':>8} "
             f"{'params':>9} {'-params':>8} {'MFLOPs':>7} {'-FLOPs':>7} {'b1 ms':>7} "
             f"{'b256 ms':>8} {'x b256':>7}")  # fmt: skip
     print(head)
     rows = []
 
-    def line(name, removed, before, acc, params, flops):
+    def line(label, removed, before, acc, params, flops):
         row = {
-            "network": name,
+            "network": label,
             "channels_removed": removed,
             "accuracy_before_finetune": before,
             "accuracy": acc,
@@ -192,23 +207,25 @@ def main():
             "params_reduction": 1 - params / u["params"],
             "flops": flops,
             "flops_reduction": 1 - flops / u["flops"],
-            "latency_s": {str(b): lat[name][b] for b in batches},
-            "speedup_b256": lat["unpruned"][256] / lat[name][256],
-            "speedup_b1": lat["unpruned"][1] / lat[name][1],
+            "latency_s": {str(b): lat[label][b] for b in batches},
+            "speedup_b256": lat["unpruned"][256] / lat[label][256],
+            "speedup_b1": lat["unpruned"][1] / lat[label][1],
         }
         rows.append(row)
-        print(f"{name:<18} {removed:>9} {100 * before:>12.2f}% {100 * acc:>6.2f}% "
+        print(f"{label:<22} {removed:>9} {100 * before:>12.2f}% {100 * acc:>6.2f}% "
               f"{100 * row['change_vs_baseline']:>+8.2f} {params:>9,} "
               f"{100 * row['params_reduction']:>7.1f}% {flops / 1e6:>7.2f} "
-              f"{100 * row['flops_reduction']:>6.1f}% {1e3 * lat[name][1]:>7.3f} "
-              f"{1e3 * lat[name][256]:>8.2f} {row['speedup_b256']:>6.2f}x")  # fmt: skip
+              f"{100 * row['flops_reduction']:>6.1f}% {1e3 * lat[label][1]:>7.3f} "
+              f"{1e3 * lat[label][256]:>8.2f} {row['speedup_b256']:>6.2f}x")  # fmt: skip
 
     line("unpruned", f"0/{total}", u["test_accuracy"], u["test_accuracy"], u["params"], u["flops"])
-    for res in summary["results"]:
-        name = f"regulab {res['ratio']:g}"
-        line(name, f"{res['channels_removed']}/{total}", res["before_finetune"]["test_accuracy"],
-             res["after_finetune"]["test_accuracy"], res["params"], res["flops"])  # fmt: skip
-        for t in (t for t in tp_rows if t["ratio"] == res["ratio"]):
+    for r in RATIOS:
+        for one, cap in zip(summaries, caps, strict=True):
+            res = next(x for x in one["results"] if x["ratio"] == r and x["pass"] == 1)
+            line(name(r, cap), f"{res['channels_removed']}/{total}",
+                 res["before_finetune"]["test_accuracy"], res["after_finetune"]["test_accuracy"],
+                 res["params"], res["flops"])  # fmt: skip
+        for t in (t for t in tp_rows if t["ratio"] == r):
             line(f"tp-{t['mode']} {t['ratio']:g}", f"{t['channels_removed']}/{total}",
                  t["accuracy_before_finetune"], t["accuracy"], t["params"], t["flops"])  # fmt: skip
     p = PAPER

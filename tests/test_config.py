@@ -105,6 +105,7 @@ def test_slim_vgg_fashion_is_a_sparsity_trained_vgg():
         "sgd", 0.05, 0.9, 1e-4,
     )  # fmt: skip
     assert (r.train.epochs, r.train.batch_size, r.schedule.name) == (10, 128, "cosine")
+    assert (r.slim.ratios, r.slim.max_layer_ratio, r.slim.finetune_epochs) == ([0.5, 0.7], 0.9, 10)
 
 
 def test_compare_fashion_variants_differ_only_in_their_regularizer():
