@@ -668,3 +668,22 @@ def test_a_batchnorm_after_a_concatenation_is_coupled_with_each_input_channel_by
     kept_a = 4 - len(next(g for g in p.groups if g.layers[0] == "a.1").removed)
     kept_b = 6 - len(next(g for g in p.groups if g.layers[0] == "b.1").removed)
     assert small.bn.num_features == kept_a + kept_b
+
+
+def test_a_resnet_counts_each_coupled_channel_once_in_every_row(tmp_path):
+    text = VGG.format(epochs=1).replace(
+        'name = "vgg_bn"\ncfg = [8, "M", 16, "M"]',
+        'name = "resnet_bn"\nwidths = [4, 8]\nblocks = [1, 1]',
+    )
+    path = write(tmp_path, text)
+    out = tmp_path / "run"
+    assert slim(str(path), "--ratio", "0.5", "--finetune-epochs", "0", "--out", str(out)) == 0
+    s = summary_of(out)
+    (r,) = s["results"]
+    # stem + stage1 bn2 share 4 channels (the residual addition); the stage-2 block's bn2 and
+    # its shortcut's bn share 8; stage1 bn1 has 4 and stage2 bn1 8 of their own: 24 units
+    assert s["unpruned"]["channels"] == r["channels_total"] == 4 + 4 + 8 + 8
+    assert sum(s["unpruned"]["widths"].values()) > r["channels_total"]  # 36 BatchNorm channels
+    rows = read_csv(out / "slim.csv")
+    assert {int(row["channels_total"]) for row in rows} == {24}
+    assert r["channels_removed"] == 12 and r["pruned_vs_masked"] <= 1e-5
