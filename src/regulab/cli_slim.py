@@ -81,6 +81,7 @@ def run_slim(args, console) -> int:
     """`regulab slim`: sparsity-train (or --from), prune per ratio, fine-tune, measure, report."""
     from regulab import experiment, runs
     from regulab.cli import EXIT_FAILED, UsageError
+    from regulab.cli_train import _progress
     from regulab.slim import run
 
     recipe, stored = _recipe(args, UsageError)
@@ -108,7 +109,7 @@ def run_slim(args, console) -> int:
     out = args.out or runs.default_run_dir("slim")
     runs.check_out(out, args.overwrite)
     start = time.perf_counter()
-    with runs.run_folder(out, overwrite=args.overwrite) as tmp:
+    with runs.run_folder(out, overwrite=args.overwrite) as tmp, _progress(console, 0) as progress:
         summary = run.write(
             recipe,
             splits,
@@ -116,6 +117,7 @@ def run_slim(args, console) -> int:
             tmp,
             source=args.source,
             latency_repeats=args.latency_repeats,
+            progress=progress,
             console=console,
             start=start,
         )

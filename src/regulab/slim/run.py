@@ -29,15 +29,15 @@ def trained(recipe, splits, folder: Path, device):
 
 
 def write(
-    recipe, splits, seed: int, tmp: Path, *, source, latency_repeats: int, console, start
+    recipe, splits, seed: int, tmp: Path, *, source, latency_repeats: int, progress, console, start
 ) -> dict:
-    """Everything inside the run folder; returns the summary it wrote."""
+    """Everything inside the run folder; returns the summary it wrote. progress: a rich
+    Progress the training steps are reported to; console: where the timing spinner shows."""
     import shutil
 
     import torch
 
     from regulab import config, experiment, runner, runs
-    from regulab.cli_train import _progress
     from regulab.linear_regression import TrainingDiverged
     from regulab.slim import export, pipeline, report, sparsity
 
@@ -54,47 +54,46 @@ def write(
             **runs.environment(),
         },
     )
-    with _progress(console, 0) as progress:
-        folder = source
-        if source is None:
-            folder = tmp / "sparse"
-            runner.train_one(recipe, "sparse", seed, folder, progress=progress)
-            done = json.loads((folder / "summary.json").read_text())
-            if done["status"] != "completed":
-                raise TrainingDiverged(
-                    f"sparsity training {done['status']}: {done['message']}", done["epochs"]
-                )
-        elif (source / "gamma.json").exists():
-            (tmp / "sparse").mkdir()
-            shutil.copy(source / "gamma.json", tmp / "sparse" / "gamma.json")
-        data = splits.to(device)
-        model = trained(recipe, data, folder, device)
-        example = data.train[0][:1]
-        name, kwargs = experiment.model_spec(recipe, data)
-        unpruned = {
-            **evaluate(model, data, recipe),
-            **pipeline.size(model, example),
-            "channels": pipeline.plan_for(model, 0.0, example, recipe.slim).units,
-            "widths": pipeline.widths(model),
-        }
-        results, nets = [], {"unpruned": model}
-        for r in recipe.slim.ratios:
-            current = model
-            for k in range(1, recipe.slim.passes + 1):
-                folder = tmp / f"ratio-{r:g}" / f"pass-{k}"
-                row, current = one_pass(current, r, k, recipe, data, seed, folder, progress)
-                unpruned_accuracy = unpruned["test_accuracy"]
-                row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
-                export.save(current, folder, {"name": name, "kwargs": kwargs})
-                results.append(row)
-                nets[row["model"]] = current
-        # all networks timed side by side at the end, so that a busy spell hits them all
-        with console.status("timing the networks"):
-            times = pipeline.latencies(nets, example, LATENCY_BATCHES, latency_repeats)
-        unpruned["latency_s"] = times["unpruned"]
-        for row in results:
-            row["latency_s"] = times[row["model"]]
-            row.update(pipeline.reductions(unpruned, row))
+    sparse = source  # the run folder whose final weights are pruned
+    if source is None:
+        sparse = tmp / "sparse"
+        runner.train_one(recipe, "sparse", seed, sparse, progress=progress)
+        done = json.loads((sparse / "summary.json").read_text())
+        if done["status"] != "completed":
+            raise TrainingDiverged(
+                f"sparsity training {done['status']}: {done['message']}", done["epochs"]
+            )
+    elif (source / "gamma.json").exists():
+        (tmp / "sparse").mkdir()
+        shutil.copy(source / "gamma.json", tmp / "sparse" / "gamma.json")
+    data = splits.to(device)
+    model = trained(recipe, data, sparse, device)
+    example = data.train[0][:1]
+    name, kwargs = experiment.model_spec(recipe, data)
+    unpruned = {
+        **evaluate(model, data, recipe),
+        **pipeline.size(model, example),
+        "channels": pipeline.plan_for(model, 0.0, example, recipe.slim).units,
+        "widths": pipeline.widths(model),
+    }
+    results, nets = [], {"unpruned": model}
+    for r in recipe.slim.ratios:
+        current = model
+        for k in range(1, recipe.slim.passes + 1):
+            into = tmp / f"ratio-{r:g}" / f"pass-{k}"
+            row, current = one_pass(current, r, k, recipe, data, seed, into, progress)
+            unpruned_accuracy = unpruned["test_accuracy"]
+            row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
+            export.save(current, into, {"name": name, "kwargs": kwargs})
+            results.append(row)
+            nets[row["model"]] = current
+    # all networks timed side by side at the end, so that a busy spell hits them all
+    with console.status("timing the networks"):
+        times = pipeline.latencies(nets, example, LATENCY_BATCHES, latency_repeats)
+    unpruned["latency_s"] = times["unpruned"]
+    for row in results:
+        row["latency_s"] = times[row["model"]]
+        row.update(pipeline.reductions(unpruned, row))
     gammas = sparsity.gamma_histogram(model, bins=runner.GAMMA_BINS)
     over_epochs = tmp / "sparse" / "gamma.json"
     summary = {
