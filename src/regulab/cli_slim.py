@@ -103,7 +103,7 @@ def run_slim(args, console) -> int:
         print(f"regulab slim: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     try:  # before anything is written: the model builds and every ratio can be planned
-        _preflight(recipe, splits, seed, stored)
+        _preflight(recipe, splits, seed)
     except ValueError as e:
         raise UsageError(str(e)) from e
     out = args.out or runs.default_run_dir("slim")
@@ -242,7 +242,7 @@ def _stored_run(folder: Path, UsageError) -> dict:
     return stored
 
 
-def _preflight(recipe, splits, seed, stored) -> None:
+def _preflight(recipe, splits, seed) -> None:
     """Build the model and plan every ratio on it: layers the surgery cannot handle fail here."""
     import torch
 
