@@ -223,10 +223,14 @@ def loader(recipe: Recipe, splits: Splits, seed: int) -> TensorLoader:
 def build(recipe: Recipe, splits: Splits, seed: int) -> dict:
     """Everything `fit` needs for one run: model, optimizer, loader and keyword arguments."""
     model = build_model(recipe, splits)
+    return {"model": model, **build_training(recipe, model, splits, seed)}
+
+
+def build_training(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) -> dict:
+    """`fit`'s optimizer, loader and keyword arguments for an existing model (e.g. a pruned one)."""
     optimizer = build_optimizer(recipe, model)
     train = loader(recipe, splits, seed)
     return {
-        "model": model,
         "optimizer": optimizer,
         "train": train,
         "schedule": build_schedule(recipe, len(train)),

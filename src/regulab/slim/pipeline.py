@@ -102,21 +102,15 @@ def finetune(model: nn.Module, recipe, data, seed: int, *, sparsity: float, on_s
     tune.train.epochs = recipe.slim.finetune_epochs
     tune.slim.sparsity = sparsity
     model.train()
-    optimizer = experiment.build_optimizer(tune, model)
-    loader = experiment.loader(tune, data, seed)
     return fit(
         model,
-        optimizer,
-        loader,
         epochs=tune.train.epochs,
         val=data.val,
         test=data.test,
         loss=tune.train.loss,
-        schedule=experiment.build_schedule(tune, len(loader)),
-        augment=experiment.build_augment(tune, data),
         clip_grad_norm=tune.train.clip_grad_norm or None,
         seed=seed,
         eval_train=tune.train.eval_train,
         on_step=on_step,
-        **experiment.build_regularizers(tune, model, optimizer),
+        **experiment.build_training(tune, model, data, seed),
     )
