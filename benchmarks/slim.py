@@ -33,7 +33,9 @@ from pathlib import Path
 
 import torch
 
-from regulab import cli, config, experiment
+from regulab import cli
+from regulab import recipe as recipes
+from regulab.recipe import build
 from regulab.slim import export, measure, pipeline
 from regulab.slim.run import trained
 from regulab.train import evaluate
@@ -145,9 +147,9 @@ def main():
     ]
     summary = summaries[0]
     stored = json.loads((slim_dirs[0] / "config.json").read_text())
-    recipe = config.from_dict(stored["recipe"])
+    recipe = recipes.from_dict(stored["recipe"])
     seed = stored["seed"]
-    splits = experiment.load_data(recipe, seed)
+    splits = build.load_data(recipe, seed)
     sparse_run = Path(summary["from"]) if summary["from"] else slim_dirs[0] / "sparse"
     sparse = trained(recipe, splits, sparse_run, "cpu")
     example = splits.train[0][:1]

@@ -33,8 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from regulab import TensorLoader, config, digits, fit, models, synthetic_linear
+from regulab import TensorLoader, digits, fit, models, synthetic_linear
+from regulab import recipe as recipes
 from regulab.groups import param_groups
+from regulab.recipe.schema import Optim, Train
 from regulab.sweep.engine import Settings, fit_sweep
 
 GRID33 = [0.0, *np.logspace(-3, 2, 32).tolist()]
@@ -76,7 +78,7 @@ def linear_problem():
 def linear_section(k: int, repeats: int, fit_runs: int) -> dict:
     x, y, model = linear_problem()
     grid = GRID33 if k == 33 else [0.0, *np.logspace(-3, 2, k - 1).tolist()]
-    s = Settings(epochs=100, lr=0.003, loss="half_mse", seed=0)
+    s = Settings(optim=Optim(lr=0.003), train=Train(epochs=100, loss="half_mse", seed=0))
 
     def loader():
         return TensorLoader(x, y, batch_size=5, seed=0)
@@ -133,7 +135,7 @@ def digits_section(k: int, epochs: int, repeats: int, fit_runs: int) -> dict:
     torch.manual_seed(0)
     model = models.mlp([64, 64, 64, 10])
     grid = [0.0, *np.logspace(-5, -1, k - 1).tolist()]
-    s = Settings(epochs=epochs, lr=0.1, momentum=0.9, seed=0)
+    s = Settings(optim=Optim(lr=0.1, momentum=0.9), train=Train(epochs=epochs, seed=0))
 
     def loader():
         return TensorLoader(x, y, batch_size=64, seed=0)
@@ -183,7 +185,9 @@ def fashion_section(k: int, steps: int, repeats: int) -> dict:
     sizes = (784, 256, 256, 10)
     model = models.mlp(sizes)
     grid = [0.0, *np.logspace(-5, -2, k - 1).tolist()]
-    s = Settings(epochs=1, lr=0.1, seed=0, optimizer="sgd", loss="cross_entropy")
+    s = Settings(
+        optim=Optim(name="sgd", lr=0.1), train=Train(epochs=1, loss="cross_entropy", seed=0)
+    )
 
     def loader():
         return TensorLoader(x, y, batch_size=256, seed=0)
@@ -236,8 +240,8 @@ def fashion_section(k: int, steps: int, repeats: int) -> dict:
 def ray_section(chunks: int) -> dict:
     from regulab.sweep.search import LambdaSearch
 
-    recipe = config.expand(
-        config.load(Path(__file__).parents[1] / "recipes" / "weight_decay_linear.toml")
+    recipe = recipes.expand(
+        recipes.load(Path(__file__).parents[1] / "recipes" / "weight_decay_linear.toml")
     )["lambda_0"]
     recipe.data.val_fraction = 0.0
     grid = "0,logspace(-3,2,32)"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from regulab import demo
+from regulab.demos import weight_decay as demo
 
 SUMMARY_KEYS = {
     "lambda",

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from regulab import equivalence
+from regulab.demos import equivalence
 
 
 @pytest.fixture(scope="module")

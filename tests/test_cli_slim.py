@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from conftest import run_cli
-from regulab import config, experiment, models
+from regulab import models, tables
+from regulab import recipe as recipes
+from regulab.recipe import build
 from regulab.slim import export, pipeline, report
 from regulab.slim.plan import plan
 
@@ -115,7 +117,7 @@ def hand_params(c1, c2, classes=10):
 @torch.no_grad()
 def accuracy_on_test(model, recipe_path):
     """Accuracy of model on the recipe's digits test split (seed 0), argmax counted here."""
-    x, y = experiment.load_data(config.load(recipe_path), 0).test
+    x, y = build.load_data(recipes.load(recipe_path), 0).test
     return float((model.eval()(x).argmax(1) == y).double().mean())
 
 
@@ -262,7 +264,7 @@ def test_slim_csv_has_one_row_per_network_matching_the_summary(slim_run):
         assert float(row["params_reduction"]) == r["params_reduction"]
         assert float(row["pruned_vs_masked"]) == r["pruned_vs_masked"]
         assert float(row["speedup_b256"]) == r["speedup"]["256"]
-    assert report.table_markdown(summary) in (slim_run / "report.md").read_text()
+    assert tables.markdown_table(*report.rows(summary)) in (slim_run / "report.md").read_text()
 
 
 # --- 2. passes -------------------------------------------------------------------------------
@@ -521,7 +523,7 @@ def test_front_keeps_exactly_the_non_dominated_points():
 
 def test_rows_and_table_have_one_entry_per_network(slim_run):
     summary = summary_of(slim_run)
-    rows = report.rows(summary)
+    rows = report.networks(summary)
     assert len(rows) == 1 + len(summary["results"])
     u = rows[0]
     assert (u["ratio"], u["pass"], u["channels_removed"], u["params_reduction"]) == (0, 0, 0, 0)
@@ -531,7 +533,7 @@ def test_rows_and_table_have_one_entry_per_network(slim_run):
         assert row["test_accuracy"] == r["after_finetune"]["test_accuracy"]
         assert row["test_accuracy_before_finetune"] == r["before_finetune"]["test_accuracy"]
         assert row["latency_b256_s"] == r["latency_s"]["256"]
-    lines = report.table_markdown(summary).splitlines()
+    lines = tables.markdown_table(*report.rows(summary)).splitlines()
     assert len(lines) == 2 + len(rows)  # header, separator, one line per row
     for line, row in zip(lines[2:], rows, strict=True):
         assert line.startswith(f"| {row['ratio']:g} | {row['pass']} | ")

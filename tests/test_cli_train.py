@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from regulab import config
+from regulab import recipe as recipes
 
 FASHION = Path("/work/shared/data/fashion-mnist")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -145,8 +145,8 @@ def test_config_json_holds_the_resolved_recipe_with_overrides(made):
     assert (stored["variant"], stored["seed"], stored["seeds"]) == ("tiny", 0, [0])
     assert {"regulab_version", "git_revision", "torch_version", "argv"} <= stored.keys()
     overrides = [v for v in made["sets"] if v != "--set"]
-    recipe = config.load(made["root"] / "tiny.toml", overrides)
-    assert stored["recipe"] == config.to_dict(config.expand(recipe)["tiny"])
+    recipe = recipes.load(made["root"] / "tiny.toml", overrides)
+    assert stored["recipe"] == recipes.to_dict(recipes.expand(recipe)["tiny"])
     assert stored["recipe"]["optim"]["lr"] == 0.2
     assert stored["recipe"]["model"]["activation"] == "tanh"
     assert stored["recipe"]["model"]["hidden"] == [16]  # from the file

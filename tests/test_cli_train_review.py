@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from regulab import config
+from regulab import recipe as recipes
 
 DIGITS = """
 name = "multi"
@@ -35,7 +35,7 @@ def _recipe(tmp_path, extra=""):
 
 
 def test_overwrite_puts_the_earlier_run_back_when_the_new_one_crashes(tmp_path, monkeypatch):
-    from regulab import runner
+    from regulab.recipe import run as recipe_run
 
     recipe, out = _recipe(tmp_path), tmp_path / "o1"
     assert run_cli("train", str(recipe), "--out", str(out)) == 0
@@ -45,7 +45,7 @@ def test_overwrite_puts_the_earlier_run_back_when_the_new_one_crashes(tmp_path, 
         (out / "half-written").mkdir(parents=True)
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(runner, "train_recipe", crash)
+    monkeypatch.setattr(recipe_run, "train_recipe", crash)
     with pytest.raises(RuntimeError, match="boom"):
         run_cli("train", str(recipe), "--out", str(out), "--overwrite")
     assert (out / "metrics.csv").read_text() == before
@@ -101,25 +101,26 @@ def test_val_accuracy_is_refused_for_regression(tmp_path):
         '[data]\nname = "line"\nval_fraction = 0.2\n[model]\nname = "linear"\n'
         '[early_stopping]\npatience = 2\nmonitor = "val_accuracy"\n[train]\nloss = "mse"\n'
     )
-    with pytest.raises(config.RecipeError, match="monitor must be val_loss"):
-        config.load(path)
+    with pytest.raises(recipes.RecipeError, match="monitor must be val_loss"):
+        recipes.load(path)
 
 
 def test_a_set_that_every_variant_overrides_is_refused():
-    with pytest.raises(config.RecipeError, match=r"optim.weight_decay has no effect"):
-        config.load("recipes/weight_decay_linear.toml", ["optim.weight_decay=1.0"])
-    config.load("recipes/weight_decay_linear.toml", ["optim.lr=0.001"])  # base-only key: fine
+    with pytest.raises(recipes.RecipeError, match=r"optim.weight_decay has no effect"):
+        recipes.load("recipes/weight_decay_linear.toml", ["optim.weight_decay=1.0"])
+    recipes.load("recipes/weight_decay_linear.toml", ["optim.lr=0.001"])  # base-only key: fine
 
 
 def test_recipe_wiring_of_proximal_l1_and_max_norm(tmp_path):
-    from regulab import experiment, fit
+    from regulab import fit
+    from regulab.recipe import build
 
-    recipe = config.load(
+    recipe = recipes.load(
         _recipe(tmp_path),
         ["penalty.l1=0.01", 'penalty.l1_mode="proximal"', "penalty.max_norm=2.0"],
     )
-    splits = experiment.load_data(recipe, 0)
-    parts = experiment.build(recipe, splits, 0)
+    splits = build.load_data(recipe, 0)
+    parts = build.run_parts(recipe, splits, 0)
     assert parts["penalty"] is None  # proximal L1 is an after-step, not a gradient term
     model = parts.pop("model")
     history = fit(model, epochs=2, loss="cross_entropy", eval_train=0, **parts)

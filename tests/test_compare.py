@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from regulab import compare
+from regulab import tables
+from regulab.recipe import compare
 
 HEADER_LINE = (  # metrics.csv as `regulab train` writes it
     "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
@@ -152,7 +153,7 @@ def test_diverged_runs_are_counted_but_left_out_of_the_means(recipe):
     assert none["statuses"] == {"completed": 3, "diverged": 1}
     assert none["seeds"] == 3
     assert none["train_loss"] < 10  # the diverged run's final train loss is 5e5
-    assert compare.markdown_table([none]).splitlines()[2].split(" | ")[1] == "3 of 4"
+    assert tables.markdown_table(*compare.rows([none])).splitlines()[2].split(" | ")[1] == "3 of 4"
 
 
 def test_gap_is_taken_per_run_then_averaged(tmp_path):
@@ -175,7 +176,7 @@ def test_regression_run_has_no_accuracy(tmp_path):
     (g,) = compare.aggregate([run])
     assert g["test_accuracy"] is None and g["accuracy_gap"] is None
     assert g["train_loss_std"] == 0.0
-    row = compare.markdown_table([g]).splitlines()[2]
+    row = tables.markdown_table(*compare.rows([g])).splitlines()[2]
     assert row == "| ridge | 1 | 0.125 ± 0 | 0.375 ± 0 | 0.25 ± 0 | — | — | 2 ± 0 | 0.05 ± 0 |"
 
 
@@ -340,7 +341,7 @@ def groups_for(tmp_path):
 
 def test_markdown_table_formats_mean_and_std(tmp_path):
     groups, _ = groups_for(tmp_path)
-    lines = compare.markdown_table(groups).splitlines()
+    lines = tables.markdown_table(*compare.rows(groups)).splitlines()
     assert lines[0] == (
         "| variant | seeds | train loss | test loss | gap | train acc | test acc | ‖w‖ | zeros |"
     )
@@ -375,9 +376,9 @@ def test_table_csv_keeps_full_precision(tmp_path):
 
 def test_report_names_the_right_variants(tmp_path):
     groups, runs = groups_for(tmp_path)
-    text = compare.report_md(groups, runs, figure="fig.png")
+    text = compare.markdown(groups, runs, figure="fig.png")
     assert text.startswith("# Comparison of 5 runs: none, l2\n")
-    assert compare.markdown_table(groups) in text
+    assert tables.markdown_table(*compare.rows(groups)) in text
     assert compare.TABLE_NOTE in text
     assert "closest to zero for **l2** (0.15 ± 0.071)" in text
     assert "farthest from it for **none** (0.5 ± 0.14)" in text
@@ -398,7 +399,7 @@ def test_report_names_the_right_variants(tmp_path):
 def test_report_warns_when_losses_differ(recipe, tmp_path):
     write_run(tmp_path / "reg", "ridge", 0, curve(0.5, task="regression"), task="regression")
     runs = compare.load_runs([recipe, tmp_path / "reg"])
-    text = compare.report_md(compare.aggregate(runs), runs)
+    text = compare.markdown(compare.aggregate(runs), runs)
     assert "different losses (cross_entropy, mse)" in text
 
 
@@ -407,8 +408,12 @@ def test_a_single_run_that_diverged_still_gets_a_report(tmp_path):
     runs = compare.load_runs([tmp_path / "d"])
     (g,) = compare.aggregate(runs)
     assert g["seeds"] == 0 and g["train_loss"] is None and g["gap"] is None
-    assert compare.markdown_table([g]).splitlines()[2].startswith("| l2 | 0 of 1 | — | — |")
-    text = compare.report_md([g], runs)
+    assert (
+        tables.markdown_table(*compare.rows([g]))
+        .splitlines()[2]
+        .startswith("| l2 | 0 of 1 | — | — |")
+    )
+    text = compare.markdown([g], runs)
     assert text.startswith("# Comparison of 1 run: l2\n")
     assert "1 run did not complete and is left out" in text
     fig = compare.plot_curves(runs, tmp_path / "c.png")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from regulab import demo
+from regulab.demos import weight_decay as demo
 
 
 @pytest.fixture(scope="module")

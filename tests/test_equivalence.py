@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from regulab import equivalence, geometry, ridge, synthetic_linear
+from regulab import ridge, synthetic_linear
+from regulab.demos import equivalence, geometry
 
 
 def demo_data(seed=0):
@@ -91,7 +92,7 @@ def test_bad_settings_are_named():
 
 
 def test_the_experiment_uses_the_demos_training_set_and_initial_weights():
-    from regulab import demo
+    from regulab.demos import weight_decay as demo
 
     (x32, y32), _, _ = demo.problem(3, demo.DemoConfig())
     g = torch.Generator().manual_seed(3)

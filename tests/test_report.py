@@ -4,7 +4,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from regulab import report
+from regulab import tables
+from regulab.demos import weight_decay_report as report
 
 
 def entry(lam, w, train, test):
@@ -54,7 +55,7 @@ def test_still_falling():
 
 
 def test_markdown_table_has_one_cell_per_column():
-    table = report.markdown_table([entry(0, 14, 1e-5, 90), entry(3, 0.4, 1e-3, 0.09)])
+    table = tables.markdown_table(*report.rows([entry(0, 14, 1e-5, 90), entry(3, 0.4, 1e-3, 0.09)]))
     counts = {line.count("|") for line in table.splitlines()}
     assert counts == {len(report.TABLE_COLUMNS) + 1}
 

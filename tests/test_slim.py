@@ -8,8 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from regulab import models
+from regulab.bn_sparsity import bn_scales, gamma_histogram, prox_bn_, sparsity_penalty
 from regulab.slim.plan import dependency_groups, plan
-from regulab.slim.sparsity import bn_scales, gamma_histogram, prox_bn_, sparsity_penalty
 from regulab.slim.surgery import masked, prune
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -247,7 +247,8 @@ def test_export_refuses_an_unknown_architecture(tmp_path):
 
 
 def test_recipe_sparsity_reaches_fit_as_penalty_or_proximal_step():
-    from regulab import config, experiment
+    from regulab import recipe as recipes
+    from regulab.recipe import build
 
     base = {
         "data": {"name": "digits"},
@@ -255,9 +256,9 @@ def test_recipe_sparsity_reaches_fit_as_penalty_or_proximal_step():
         "penalty": {"l2": 1e-3},
         "optim": {"lr": 0.5},
     }
-    recipe = config.from_dict({**base, "slim": {"sparsity": 0.1}})
-    splits = experiment.load_data(recipe, 0)
-    parts = experiment.build(recipe, splits, 0)
+    recipe = recipes.from_dict({**base, "slim": {"sparsity": 0.1}})
+    splits = build.load_data(recipe, 0)
+    parts = build.run_parts(recipe, splits, 0)
     model = parts["model"]
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -267,8 +268,8 @@ def test_recipe_sparsity_reaches_fit_as_penalty_or_proximal_step():
     conv = model.features[0].weight
     assert torch.allclose(conv.grad, 1e-3 * conv)  # the weights' L2 is still there
     assert bn.bias.grad.abs().sum() == 0  # shifts are not penalized
-    recipe = config.from_dict({**base, "slim": {"sparsity": 0.1, "sparsity_mode": "proximal"}})
-    parts = experiment.build(recipe, splits, 0)
+    recipe = recipes.from_dict({**base, "slim": {"sparsity": 0.1, "sparsity_mode": "proximal"}})
+    parts = build.run_parts(recipe, splits, 0)
     bn = parts["model"].features[1]
     before = bn.weight.detach().clone()
     for fn in parts["after_step"]:
@@ -277,9 +278,9 @@ def test_recipe_sparsity_reaches_fit_as_penalty_or_proximal_step():
 
 
 def test_recipe_sparsity_needs_batchnorm():
-    from regulab import config
+    from regulab import recipe as recipes
 
-    with pytest.raises(config.RecipeError, match=r"slim\.sparsity"):
-        config.from_dict({"data": {"name": "digits"}, "slim": {"sparsity": 1e-4}})
-    with pytest.raises(config.RecipeError, match=r"slim\.sparsity_mode"):
-        config.from_dict({"model": {"name": "vgg_bn"}, "slim": {"sparsity_mode": "hard"}})
+    with pytest.raises(recipes.RecipeError, match=r"slim\.sparsity"):
+        recipes.from_dict({"data": {"name": "digits"}, "slim": {"sparsity": 1e-4}})
+    with pytest.raises(recipes.RecipeError, match=r"slim\.sparsity_mode"):
+        recipes.from_dict({"model": {"name": "vgg_bn"}, "slim": {"sparsity_mode": "hard"}})

@@ -32,6 +32,7 @@ from regulab import (
 )
 from regulab.data.loader import TensorLoader
 from regulab.metrics import evaluate, weight_stats
+from regulab.recipe import schema
 from regulab.sweep import linear
 from regulab.sweep.engine import Settings, fit_sweep
 from regulab.train import fit
@@ -67,28 +68,30 @@ def _seeded(factory, seed=0):
 def _reference(model, x, y, s: Settings, *, loader_seed=LOADER_SEED, batch_size=16):
     """One sequential `fit` run with the (scalar) strengths of s; returns (model, history)."""
     m = copy.deepcopy(model)
-    groups = param_groups(m, s.weight_decay, no_decay=s.no_decay)
-    if s.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
+    o, pen, t, bn_s = s.optim, s.penalty, s.train, s.slim.sparsity
+    groups = param_groups(m, o.weight_decay, no_decay=tuple(o.no_decay))
+    if o.name == "sgd":
+        opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     else:
-        cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
-        opt = cls(groups, lr=s.lr, betas=tuple(s.betas))
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        opt = cls(groups, lr=o.lr, betas=tuple(o.betas))
     weights = [p for g in groups if g["penalize"] for p in g["params"]]
-    l1_grad = s.l1 if s.l1_mode == "subgradient" else 0.0
-    terms = [{"params": weights, "l2": s.l2, "l1": l1_grad}]
-    if s.bn_sparsity:
+    l1_grad = pen.l1 if pen.l1_mode == "subgradient" else 0.0
+    terms = [{"params": weights, "l2": pen.l2, "l1": l1_grad}]
+    if bn_s:
         scales = [mod.weight for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
-        terms.append({"params": scales, "l2": 0.0, "l1": s.bn_sparsity})
-    penalty = Penalty(terms) if (s.l2 or l1_grad or s.bn_sparsity) else None
+        terms.append({"params": scales, "l2": 0.0, "l1": bn_s})
+    penalty = Penalty(terms) if (pen.l2 or l1_grad or bn_s) else None
     after = []
-    if s.l1 and s.l1_mode == "proximal":
-        after.append(lambda: prox_l1_(weights, opt.param_groups[0]["lr"] * s.l1))
-    if s.max_norm:
-        after.append(lambda: max_norm_(weights, s.max_norm, s.max_norm_dim))
+    if pen.l1 and pen.l1_mode == "proximal":
+        after.append(lambda: prox_l1_(weights, opt.param_groups[0]["lr"] * pen.l1))
+    if pen.max_norm:
+        dim = None if pen.max_norm_dim == -1 else pen.max_norm_dim
+        after.append(lambda: max_norm_(weights, pen.max_norm, dim))
     history = fit(
         m, opt, TensorLoader(x, y, batch_size=batch_size, seed=loader_seed),
-        epochs=s.epochs, loss=s.loss, penalty=penalty, after_step=after, schedule=s.schedule,
-        clip_grad_norm=s.clip_grad_norm or None, augment=s.augment, seed=s.seed, eval_train=0,
+        epochs=t.epochs, loss=t.loss, penalty=penalty, after_step=after, schedule=s.schedule,
+        clip_grad_norm=t.clip_grad_norm or None, augment=s.augment, seed=t.seed, eval_train=0,
     )  # fmt: skip
     return m, history
 
@@ -119,7 +122,7 @@ def _sweep_and_compare(model, param, values, x, y, s, *, fast=True, batch_size=1
         if param == "dropout":  # the same initial weights, built with that p
             ref_model, s_k = refs[k], s
         else:
-            ref_model, s_k = model, dataclasses.replace(s, **{param: v})
+            ref_model, s_k = model, s.with_strengths(**{param: v})
         ref, history = _reference(ref_model, x, y, s_k, batch_size=batch_size)
         assert history.status == "completed"
         _assert_same(ref, stacked.model(k), atol)
@@ -157,9 +160,10 @@ def test_linear_regression_fast_and_generic_paths_equal_fit(case, dtype, linear_
     x, y = _regression(dtype)
     model = _seeded(lambda: models.linear(12)).to(dtype)
     s = Settings(
-        epochs=4, loss=loss, lr=0.05, momentum=0.5, nesterov=param == "l2", l1_mode=mode,
-        schedule=inverse_sqrt(0.3), seed=2, **fixed,
-    )  # fmt: skip
+        optim=schema.Optim(lr=0.05, momentum=0.5, nesterov=param == "l2"),
+        penalty=schema.Penalty(l1_mode=mode), train=schema.Train(epochs=4, loss=loss, seed=2),
+        schedule=inverse_sqrt(0.3),
+    ).with_strengths(**fixed)  # fmt: skip
     values = [0.0, 0.03, 0.3, 1.0]
     fast = _sweep_and_compare(model, param, values, x, y, s, batch_size=8, fast=True)
     assert linear_calls == [param]  # the fast path did the work
@@ -174,9 +178,10 @@ def test_linear_regression_fast_and_generic_paths_equal_fit(case, dtype, linear_
 def test_fast_path_is_not_used_where_it_does_not_apply(linear_calls):
     x, y = _regression()
     model = _seeded(lambda: models.linear(12))
-    s = Settings(epochs=1, loss="half_mse", lr=0.05)
+    s = Settings(optim=schema.Optim(lr=0.05), train=schema.Train(epochs=1, loss="half_mse"))
     loader = TensorLoader(x, y, batch_size=8)
-    for settings in (dataclasses.replace(s, optimizer="adam"), dataclasses.replace(s, max_norm=1)):
+    adam = dataclasses.replace(s, optim=schema.Optim(name="adam", lr=0.05))
+    for settings in (adam, dataclasses.replace(s, penalty=schema.Penalty(max_norm=1))):
         fit_sweep(model, "l2", [0.0, 0.1], loader, settings)
     two_outputs = TensorLoader(x, torch.stack([y, y], 1), batch_size=8)
     fit_sweep(_seeded(lambda: models.linear(12, 2)), "l2", [0.1], two_outputs, s)
@@ -188,23 +193,26 @@ def test_fast_path_is_not_used_where_it_does_not_apply(linear_calls):
 def test_fast_path_respects_no_decay():
     x, y = _regression()
     model = _seeded(lambda: models.linear(12))
-    s = Settings(epochs=2, loss="half_mse", lr=0.05, no_decay=("1.weight",))
+    s = Settings(
+        optim=schema.Optim(lr=0.05, no_decay=["1.weight"]),
+        train=schema.Train(epochs=2, loss="half_mse"),
+    )
     _sweep_and_compare(model, "l2", [0.0, 1.0], x, y, s, batch_size=8)
 
 
 # --- MLP with dropout, optimizers, schedule, clipping --------------------------------------
 
-MLP_CASES = {  # optimizer settings, param, values, the other strengths held fixed
+MLP_CASES = {  # [optim] fields, param, values, the other strengths held fixed
     "sgd-nesterov": (
-        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
         "l2", [0.0, 1e-2, 0.3], {"weight_decay": 1e-3, "l1": 1e-4},
     ),
     "adam-coupled": (
-        {"optimizer": "adam", "lr": 0.01}, "l2", [0.0, 1e-2, 0.3], {"weight_decay": 1e-2},
+        {"name": "adam", "lr": 0.01}, "l2", [0.0, 1e-2, 0.3], {"weight_decay": 1e-2},
     ),
-    "adam-wd": ({"optimizer": "adam", "lr": 0.01}, "weight_decay", [0.0, 1e-2, 0.3], {}),
+    "adam-wd": ({"name": "adam", "lr": 0.01}, "weight_decay", [0.0, 1e-2, 0.3], {}),
     "adamw-decoupled": (
-        {"optimizer": "adamw", "lr": 0.01, "betas": (0.8, 0.99)},
+        {"name": "adamw", "lr": 0.01, "betas": [0.8, 0.99]},
         "weight_decay", [0.0, 0.1, 3.0], {"l2": 1e-3},
     ),
 }  # fmt: skip
@@ -215,7 +223,10 @@ def test_mlp_with_dropout_schedule_and_clipping_equals_fit(case):
     optim, param, values, fixed = MLP_CASES[case]
     x, y = _images(96)
     model = _seeded(lambda: models.mlp([64, 32, 10], dropout=0.3))
-    s = Settings(epochs=3, schedule=inverse_sqrt(0.5), clip_grad_norm=0.3, seed=7, **optim, **fixed)
+    s = Settings(
+        optim=schema.Optim(**optim), train=schema.Train(epochs=3, clip_grad_norm=0.3, seed=7),
+        schedule=inverse_sqrt(0.5),
+    ).with_strengths(**fixed)  # fmt: skip
     stacked = _sweep_and_compare(model, param, values, x, y, s)
     assert _spread(stacked) > 1e-3
 
@@ -235,7 +246,7 @@ def test_dropout_sweep_equals_fit_of_the_model_built_with_that_p(dtype):
     model = _seeded(lambda: models.mlp([64, 32, 16, 10], dropout=0.5)).to(dtype)
     refs = [_seeded(lambda p=p: models.mlp([64, 32, 16, 10], dropout=p)).to(dtype) for p in values]
     assert len(refs[0].state_dict()) == len(model.state_dict())  # p = 0: no Dropout, same tensors
-    s = Settings(epochs=2, lr=0.1, momentum=0.5, seed=1)
+    s = Settings(optim=schema.Optim(lr=0.1, momentum=0.5), train=schema.Train(epochs=2, seed=1))
     stacked = _sweep_and_compare(model, "dropout", values, x, y, s, refs=refs)
     assert _spread(stacked) > 1e-3
     for k, p in enumerate(values):  # each copy carries its own p
@@ -260,7 +271,10 @@ def test_vgg_bn_with_running_stats_equals_fit(param, values, fixed):
     x, y = _images(48)
     model = _seeded(lambda: models.vgg_bn([4, "M", 8, "M"], dropout=0.2))
     flip = functools.partial(hflip, p=0.5)  # draws from torch's generator, as dropout does
-    s = Settings(epochs=2, lr=0.05, momentum=0.9, clip_grad_norm=2.0, augment=flip, seed=2, **fixed)
+    s = Settings(
+        optim=schema.Optim(lr=0.05, momentum=0.9),
+        train=schema.Train(epochs=2, clip_grad_norm=2.0, seed=2), augment=flip,
+    ).with_strengths(**fixed)  # fmt: skip
     stacked = _sweep_and_compare(model, param, values, x, y, s)
     bn = stacked.model(0).features[1]
     assert bn.num_batches_tracked.item() == 2 * 3  # the running stats were trained
@@ -274,7 +288,10 @@ def test_vgg_bn_with_running_stats_equals_fit(param, values, fixed):
 def test_max_norm_projection_equals_fit(dim, bound):
     x, y = _images(96)
     model = _seeded(lambda: models.mlp([64, 32, 10]))
-    s = Settings(epochs=3, lr=0.5, seed=2, max_norm=bound, max_norm_dim=dim)
+    s = Settings(
+        optim=schema.Optim(lr=0.5), train=schema.Train(epochs=3, seed=2),
+        penalty=schema.Penalty(max_norm=bound, max_norm_dim=-1 if dim is None else dim),
+    )  # fmt: skip
     stacked = _sweep_and_compare(model, "l2", [0.0, 0.01, 0.1], x, y, s)
     for name in ("1.weight", "3.weight"):
         w = stacked.params[name].detach()  # (K, out, in)
@@ -292,17 +309,22 @@ def test_vary_copy_k_equals_fit_with_loader_seed_plus_first_plus_k(own_weights):
     values = [0.0, 0.01, 0.1]
     build = lambda seed: _seeded(lambda: models.mlp([64, 16, 10]), seed)  # noqa: E731
     inits = [build(10 + k) for k in range(3)] if own_weights else [build(10)] * 3
-    s = Settings(epochs=2, lr=0.2, momentum=0.5, seed=4, vary=True, first=2)
+    s = Settings(
+        optim=schema.Optim(lr=0.2, momentum=0.5), train=schema.Train(epochs=2, seed=4),
+        vary=True, first=2,
+    )  # fmt: skip
     stacked = fit_sweep(
         inits if own_weights else inits[0], "l2", values,
         TensorLoader(x, y, batch_size=16, seed=LOADER_SEED), s,
     )  # fmt: skip
     for k, v in enumerate(values):
-        s_k = dataclasses.replace(s, l2=v, vary=False)
+        s_k = dataclasses.replace(s.with_strengths(l2=v), vary=False)
         ref, _ = _reference(inits[k], x, y, s_k, loader_seed=LOADER_SEED + 2 + k)
         _assert_same(ref, stacked.model(k), TOL[torch.float32])
     # without vary the copies would all have seen LOADER_SEED's order
-    ref, _ = _reference(inits[1], x, y, dataclasses.replace(s, l2=values[1], vary=False))
+    ref, _ = _reference(
+        inits[1], x, y, dataclasses.replace(s.with_strengths(l2=values[1]), vary=False)
+    )
     assert max((a - b).abs().max() for a, b in zip(
         ref.state_dict().values(), stacked.model(1).state_dict().values(), strict=True
     )) > 1e-3  # fmt: skip
@@ -316,7 +338,7 @@ def _dropped_units(vary: bool, k: int = 4, hidden: int = 400, p: float = 0.5):
     """
     x, y = _images(1)
     model = _seeded(lambda: models.mlp([64, hidden, 10], dropout=p, activation="tanh"))
-    s = Settings(epochs=1, lr=0.5, seed=5, vary=vary)
+    s = Settings(optim=schema.Optim(lr=0.5), train=schema.Train(epochs=1, seed=5), vary=vary)
     stacked = fit_sweep(model, "dropout", [p] * k, TensorLoader(x, y, batch_size=1), s)
     w = stacked.params["1.weight"].detach()
     return (w == model[1].weight.detach()).all(dim=2)
@@ -341,7 +363,10 @@ def test_same_p_with_vary_draws_each_copy_its_own_masks():
 def test_vary_with_an_image_augmentation_trains():
     x, y = _images(32)
     model = _seeded(lambda: models.vgg_bn([4, "M"]))
-    s = Settings(epochs=1, lr=0.05, vary=True, augment=functools.partial(hflip, p=0.5))
+    s = Settings(
+        optim=schema.Optim(lr=0.05), train=schema.Train(epochs=1), vary=True,
+        augment=functools.partial(hflip, p=0.5),
+    )  # fmt: skip
     stacked = fit_sweep(model, "l2", [0.0, 0.1], TensorLoader(x, y, batch_size=16), s)
     assert stacked.diverged_epoch.tolist() == [0, 0]
 
@@ -361,7 +386,7 @@ def test_evaluate_equals_metrics_evaluate_per_copy_classification():
     x, y = _images(48)
     xt, yt = _images(61, start=500)
     model = _seeded(lambda: models.vgg_bn([4, "M", 8, "M"], dropout=0.3))
-    s = Settings(epochs=2, lr=0.1, momentum=0.9, seed=1)
+    s = Settings(optim=schema.Optim(lr=0.1, momentum=0.9), train=schema.Train(epochs=2, seed=1))
     stacked = fit_sweep(model, "l2", [0.0, 0.05, 0.5], TensorLoader(x, y, batch_size=16), s)
     buffers = {k: v.clone() for k, v in stacked.buffers.items()}
     got = stacked.evaluate((xt, yt), "cross_entropy", batch_size=7)  # 9 batches, the last of 5
@@ -382,7 +407,7 @@ def test_evaluate_regression_has_no_accuracy():
     x, y = _regression()
     xt, yt = _regression(n=30, seed=1)
     model = _seeded(lambda: models.linear(12))
-    s = Settings(epochs=3, loss="half_mse", lr=0.05)
+    s = Settings(optim=schema.Optim(lr=0.05), train=schema.Train(epochs=3, loss="half_mse"))
     stacked = fit_sweep(model, "l2", [0.0, 1.0], TensorLoader(x, y, batch_size=8), s)
     got = stacked.evaluate((xt, yt), "mse", batch_size=8)
     assert got["accuracy"] is None
@@ -397,10 +422,14 @@ def test_evaluate_regression_has_no_accuracy():
 def test_weight_stats_equal_metrics_weight_stats():
     x, y = _images(96)
     mlp = _seeded(lambda: models.mlp([64, 32, 10]))
-    s = Settings(epochs=2, lr=0.5, l1_mode="proximal")
+    s = Settings(
+        optim=schema.Optim(lr=0.5), penalty=schema.Penalty(l1_mode="proximal"),
+        train=schema.Train(epochs=2),
+    )  # fmt: skip
     sparse = fit_sweep(mlp, "l1", [0.0, 1e-3, 2e-2], TensorLoader(x, y, batch_size=16), s)
     vgg = _seeded(lambda: models.vgg_bn([4, "M", 8, "M"]))
-    conv = fit_sweep(vgg, "l2", [0.0, 0.5], TensorLoader(x, y, batch_size=16), Settings(epochs=1))
+    one_epoch = Settings(train=schema.Train(epochs=1))
+    conv = fit_sweep(vgg, "l2", [0.0, 0.5], TensorLoader(x, y, batch_size=16), one_epoch)
     for stacked in (sparse, conv):
         norms, zeros = stacked.weight_stats()
         for k in range(stacked.k):
@@ -418,12 +447,12 @@ def test_diverging_copies_are_flagged_and_the_others_still_equal_fit(fast):
     x, y = _regression()
     model = _seeded(lambda: models.linear(12))
     values = [0.0, 0.1, 60.0, 1e4, 1e6]  # lr * l2 > 2: the iteration grows, faster for larger
-    s = Settings(epochs=6, loss="half_mse", lr=0.1, seed=2)
+    s = Settings(optim=schema.Optim(lr=0.1), train=schema.Train(epochs=6, loss="half_mse", seed=2))
     loader = TensorLoader(x, y, batch_size=8, seed=LOADER_SEED)
     stacked = fit_sweep(model, "l2", values, loader, s, fast=fast)
     expected = []
     for k, v in enumerate(values):
-        ref, history = _reference(model, x, y, dataclasses.replace(s, l2=v), batch_size=8)
+        ref, history = _reference(model, x, y, s.with_strengths(l2=v), batch_size=8)
         if history.status == "completed":
             expected.append(0)
             _assert_same(ref, stacked.model(k), TOL[torch.float32])
@@ -437,12 +466,14 @@ def test_diverging_mlp_copies_do_not_spoil_the_others():
     x, y = _images(64)
     model = _seeded(lambda: models.mlp([64, 16, 10], dropout=0.2))
     values = [0.0, 0.1, 1e4, 1e6]
-    s = Settings(epochs=4, lr=0.1, momentum=0.5, seed=2)  # (clipping would tame them)
+    s = Settings(  # (clipping would tame them)
+        optim=schema.Optim(lr=0.1, momentum=0.5), train=schema.Train(epochs=4, seed=2)
+    )
     stacked = fit_sweep(model, "l2", values, TensorLoader(x, y, batch_size=16, seed=LOADER_SEED), s)
     assert stacked.diverged_epoch[:2].tolist() == [0, 0]
     assert (stacked.diverged_epoch[2:] > 0).all()
     for k in (0, 1):
-        ref, _ = _reference(model, x, y, dataclasses.replace(s, l2=values[k]))
+        ref, _ = _reference(model, x, y, s.with_strengths(l2=values[k]))
         _assert_same(ref, stacked.model(k), TOL[torch.float32])
 
 
@@ -466,16 +497,36 @@ def test_bad_input_names_the_parameter(model, param, values, match):
     mlp = models.mlp([64, 8, 10], dropout=0.5 if model == "dropout" else 0.0)
     given = [mlp, mlp] if model == "list" else mlp
     with pytest.raises(ValueError, match=match):
-        fit_sweep(given, param, values, TensorLoader(x, y, batch_size=8), Settings(epochs=1))
+        one_epoch = Settings(train=schema.Train(epochs=1))
+        fit_sweep(given, param, values, TensorLoader(x, y, batch_size=8), one_epoch)
 
 
 def test_bad_settings_name_the_field():
     x, y = _images(16)
     loader = TensorLoader(x, y, batch_size=8)
     mlp = models.mlp([64, 8, 10])
-    for field, value in (("optimizer", "lbfgs"), ("loss", "hinge"), ("l1_mode", "ista")):
+    for field, value, section in (
+        ("optim.name", "lbfgs", {"optim": schema.Optim(name="lbfgs")}),
+        ("train.loss", "hinge", {"train": schema.Train(epochs=1, loss="hinge")}),
+        ("penalty.l1_mode", "ista", {"penalty": schema.Penalty(l1_mode="ista")}),
+        ("slim.sparsity_mode", "ista", {"slim": schema.Slim(sparsity_mode="ista")}),
+    ):
+        settings = Settings(**{"train": schema.Train(epochs=1), **section})
         with pytest.raises(ValueError, match=f"settings.{field} must be one of .*got '{value}'"):
-            fit_sweep(mlp, "l2", [0.1], loader, Settings(epochs=1, **{field: value}))
+            fit_sweep(mlp, "l2", [0.1], loader, settings)
+
+
+def test_with_strengths_writes_the_recipe_field_sweepable_names():
+    base = Settings()
+    s = base.with_strengths(l2=0.1, weight_decay=0.2, l1=0.3, bn_sparsity=0.4)
+    assert (s.penalty.l2, s.optim.weight_decay, s.penalty.l1, s.slim.sparsity) == (
+        0.1, 0.2, 0.3, 0.4,
+    )  # fmt: skip
+    assert (base.penalty.l2, base.slim.sparsity) == (0.0, 0.0)  # a copy: base is untouched
+    with pytest.raises(ValueError, match=r"strength must be one of .*got 'l3'"):
+        Settings().with_strengths(l3=0.1)
+    with pytest.raises(ValueError, match=r"'dropout' is model\.dropout"):
+        Settings().with_strengths(dropout=0.1)
 
 
 def test_the_small_linear_fast_path_leaves_the_thread_count_as_it_was():
@@ -485,7 +536,8 @@ def test_the_small_linear_fast_path_leaves_the_thread_count_as_it_was():
     torch.set_num_threads(2)
     try:
         fit_sweep(model, "l2", [0.0, 0.1], TensorLoader(x, y, batch_size=8, seed=0),
-                  Settings(epochs=2, lr=0.01, loss="half_mse"))  # fmt: skip
+                  Settings(optim=schema.Optim(lr=0.01),
+                           train=schema.Train(epochs=2, loss="half_mse")))  # fmt: skip
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from regulab import config, experiment, fit, ridge_path
-from regulab.config import RecipeError
+from regulab import fit, ridge_path
+from regulab import recipe as recipes
 from regulab.metrics import weight_stats
+from regulab.recipe import RecipeError, build
 from regulab.sweep import path
 from regulab.sweep.path import _folds, compute_rows
 from regulab.sweep.report import PATH_COLUMNS
@@ -37,7 +38,7 @@ def _recipe(base, **sections):
     merged = {name: dict(fields) for name, fields in base.items()}
     for name, fields in sections.items():
         merged[name] = {**merged.get(name, {}), **fields}
-    return config.from_dict(merged)
+    return recipes.from_dict(merged)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_linear_rows_closed_form_columns_equal_ridge_path(folds, fits):
     assert [row["lambda"] for row in rows] == values
     assert {row["status"] for row in rows} == {"completed"}
     assert all(row["train_accuracy"] is None and row["val_accuracy"] is None for row in rows)
-    splits = experiment.load_data(recipe, 1)
+    splits = build.load_data(recipe, 1)
     x, y = _pool(splits) if folds else splits.train  # what the final models trained on
     loader, stacked = fits[-1]
     assert len(fits) == folds + 1 and torch.equal(loader.tensors[0], x)
@@ -138,7 +139,7 @@ def test_a_copy_with_non_finite_final_metrics_is_diverged():
 def test_holdout_metrics_equal_stacked_evaluate(fits):
     recipe = _recipe(DIGITS, train={"eval_train": 300})
     rows = compute_rows(recipe, "l2", [0.0, 1e-3, 0.1])
-    (loader, stacked), splits = fits[-1], experiment.load_data(recipe, 0)
+    (loader, stacked), splits = fits[-1], build.load_data(recipe, 0)
     assert len(fits) == 1 and torch.equal(loader.tensors[0], splits.train[0])
     val = stacked.evaluate(splits.val, "cross_entropy")
     test = stacked.evaluate(splits.test, "cross_entropy")
@@ -160,8 +161,8 @@ def test_holdout_metrics_equal_stacked_evaluate(fits):
 def _sequential(recipe, seed):
     """One run as `regulab train` makes it (runner.train_one without the run folder)."""
     torch.manual_seed(seed)
-    splits = experiment.load_data(recipe, seed)
-    parts = experiment.build(recipe, splits, seed)
+    splits = build.load_data(recipe, seed)
+    parts = build.run_parts(recipe, splits, seed)
     history = fit(
         epochs=recipe.train.epochs, val=splits.val, test=splits.test, loss=recipe.train.loss,
         clip_grad_norm=recipe.train.clip_grad_norm or None, seed=seed,
@@ -180,7 +181,7 @@ def _sequential(recipe, seed):
     ],
 )
 def test_rows_equal_sequential_runs_of_the_recipe_with_that_strength(param, values, field):
-    # every setting path.settings maps: momentum, Nesterov, the other coupled strengths,
+    # every recipe field the sweep reads: momentum, Nesterov, the other coupled strengths,
     # L1, max-norm, the schedule, clipping and (for l2 and weight_decay) dropout
     sections = {
         "data": {"val_fraction": 0.2},
@@ -229,7 +230,7 @@ def test_batchnorm_rows_equal_sequential_runs(model, extra):
 def test_kfold_val_loss_is_the_mean_of_held_out_folds(fits):
     recipe = _recipe(DIGITS)
     rows = compute_rows(recipe, "l2", [0.0, 0.01, 0.1], folds=3)
-    splits = experiment.load_data(recipe, 0)
+    splits = build.load_data(recipe, 0)
     pool = _pool(splits)
     parts = _folds(len(pool[0]), 3, recipe.data.seed, "cpu")
     assert len(fits) == 4
@@ -272,14 +273,14 @@ def test_test_labels_change_test_loss_but_not_the_choice(folds, monkeypatch):
     recipe = _recipe(DIGITS)
     values = [0.0, 1e-3, 0.03, 0.3]
     rows = compute_rows(recipe, "l2", values, folds=folds)
-    load = experiment.load_data
+    load = build.load_data
 
     def relabeled(recipe, seed):
         s = load(recipe, seed)
         x, y = s.test
-        return experiment.Splits(s.train, s.val, (x, (y + 1) % 10), s.num_classes)
+        return build.Splits(s.train, s.val, (x, (y + 1) % 10), s.num_classes)
 
-    monkeypatch.setattr(experiment, "load_data", relabeled)
+    monkeypatch.setattr(build, "load_data", relabeled)
     changed = compute_rows(recipe, "l2", values, folds=folds)
     for a, b in zip(rows, changed, strict=True):
         for key in ("val_loss", "val_loss_se", "val_accuracy", "train_loss", "w_norm"):
@@ -298,7 +299,7 @@ def test_chunks_of_the_grid_equal_the_whole_grid(vary):
     recipe = _recipe(DIGITS)
     grid = [0.0, 1e-3, 1e-2, 0.1]
     whole = compute_rows(recipe, "l2", grid, vary=vary, seed=1)
-    first = compute_rows(config.to_dict(recipe), "l2", grid[:2], vary=vary, seed=1, grid=grid)
+    first = compute_rows(recipes.to_dict(recipe), "l2", grid[:2], vary=vary, seed=1, grid=grid)
     second = compute_rows(recipe, "l2", grid[2:], vary=vary, seed=1, grid=grid)
     for a, b in zip(whole, first + second, strict=True):
         assert a.keys() == b.keys()

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from regulab import tables
+from regulab.sweep import report
 from regulab.sweep.plot import plot_path
 from regulab.sweep.report import (
     PATH_COLUMNS,
-    markdown_table,
+    markdown,
     relative_distance,
-    report_markdown,
     rich_table,
     write_path_csv,
 )
@@ -181,7 +182,7 @@ def test_figure_of_a_zero_only_grid(tmp_path):
 
 def test_markdown_table_has_one_row_per_lambda_and_marks_the_chosen():
     rows = make_rows(classification=True)
-    lines = markdown_table(rows, CHOSEN).splitlines()
+    lines = tables.markdown_table(*report.rows(rows, CHOSEN)).splitlines()
     assert len(lines) == 2 + len(rows)
     body = [line.split(" | ") for line in lines[2:]]
     assert [cells[1] for cells in body] == ["0", "0.001", "0.01", "0.1", "1", "10"]
@@ -233,7 +234,7 @@ def summary(rows, chosen, rule="min"):
 
 def test_report_markdown(tmp_path):
     rows = make_rows()
-    text = report_markdown(summary(rows, CHOSEN), rows, figure="path.png")
+    text = markdown(summary(rows, CHOSEN), rows, figure="path.png")
     assert text.startswith("# Regularization path over l2")
     assert "## Chosen λ = 0.1" in text and "![" in text and "](path.png)" in text
     assert "recipe `ridge_demo`" in text and "3-fold" in text and "rule `min`" in text
@@ -253,7 +254,7 @@ def test_report_says_when_sgd_had_not_converged_and_when_the_largest_lambda_wins
     rows = make_rows()
     last = len(rows) - 1
     rows[last]["closed_form_distance"] = 0.2 * rows[last]["closed_form_w_norm"]
-    text = report_markdown(summary(rows, last), rows)
+    text = markdown(summary(rows, last), rows)
     assert "= 0.2 from the exact ridge solution" in text and "SGD had not converged" in text
     assert "1 of 6 strengths the relative distance exceeds 0.05" in text
     assert "extend the grid upward" in text
@@ -261,7 +262,7 @@ def test_report_says_when_sgd_had_not_converged_and_when_the_largest_lambda_wins
 
 def test_report_one_se_and_classification():
     rows = make_rows(classification=True)
-    text = report_markdown(summary(rows, 4, rule="one_se"), rows)
+    text = markdown(summary(rows, 4, rule="one_se"), rows)
     assert "one-standard-error rule chose it over λ = 0.1" in text
     assert "SGD" not in text
     assert "| val_accuracy | 0.86 |" in text
@@ -269,6 +270,6 @@ def test_report_one_se_and_classification():
 
 def test_report_when_the_weakest_lambda_wins():
     rows = make_rows(diverged=())
-    assert "λ = 0 was chosen: no strength" in report_markdown(summary(rows, 0), rows)
+    assert "λ = 0 was chosen: no strength" in markdown(summary(rows, 0), rows)
     rows = make_rows(lambdas=[0.01, 0.1, 1.0], diverged=())
-    assert "extend the grid downward" in report_markdown(summary(rows, 0), rows)
+    assert "extend the grid downward" in markdown(summary(rows, 0), rows)

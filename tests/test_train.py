@@ -28,7 +28,7 @@ from regulab import (
     train_concise,
 )
 from regulab.data.loader import TensorLoader
-from regulab.demo import DemoConfig, problem
+from regulab.demos.weight_decay import DemoConfig, problem
 from regulab.metrics import evaluate, weight_stats
 from regulab.train import FINAL, fit
 

@@ -1,5 +1,11 @@
-"""regulab: regularization in deep learning, done correctly."""
+"""regulab: regularization in deep learning, done correctly.
 
+The library's face: it re-exports the public API and nothing else. Names are
+imported on first use (PEP 562), so `import regulab` and `regulab --help` stay
+light; `from regulab import fit` imports torch then.
+"""
+
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 try:
@@ -7,80 +13,57 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from regulab.augment import cutout, gaussian_noise, hflip, random_crop
-from regulab.constraints import max_norm_
-from regulab.data import (
-    TensorLoader,
-    digits,
-    fashion_mnist,
-    mnist,
-    synthetic_linear,
-    train_val_split,
-)
-from regulab.early_stopping import EarlyStopping
-from regulab.groups import describe_groups, param_groups
-from regulab.layers import DropBlock2d, Dropout, DropPath, drop_block2d, drop_path, dropout
-from regulab.linear_regression import FitResult, TrainingDiverged, train_concise, train_scratch
-from regulab.normalization import BatchNorm, batch_norm
-from regulab.penalties import (
-    Penalty,
-    decoupled_weight_decay_,
-    elastic_net_penalty,
-    group_lasso_penalty,
-    l1_penalty,
-    l2_penalty,
-    prox_l1_,
-)
-from regulab.ridge import ridge, ridge_path
-from regulab.schedules import cosine, exponential, inverse_sqrt, inverse_time, lambda_lr, step
-from regulab.sweep import LambdaSearch, fit_sweep
-from regulab.train import History, fit
+_EXPORTS = {  # module -> the names it gives the package
+    "regulab.augment": ("cutout", "gaussian_noise", "hflip", "random_crop"),
+    "regulab.constraints": ("max_norm_",),
+    "regulab.data": (
+        "TensorLoader",
+        "digits",
+        "fashion_mnist",
+        "mnist",
+        "synthetic_linear",
+        "train_val_split",
+    ),
+    "regulab.early_stopping": ("EarlyStopping",),
+    "regulab.errors": ("TrainingDiverged",),
+    "regulab.groups": ("describe_groups", "param_groups"),
+    "regulab.layers": (
+        "DropBlock2d",
+        "DropPath",
+        "Dropout",
+        "drop_block2d",
+        "drop_path",
+        "dropout",
+    ),
+    "regulab.linear_regression": ("FitResult", "train_concise", "train_scratch"),
+    "regulab.normalization": ("BatchNorm", "batch_norm"),
+    "regulab.penalties": (
+        "Penalty",
+        "decoupled_weight_decay_",
+        "elastic_net_penalty",
+        "group_lasso_penalty",
+        "l1_penalty",
+        "l2_penalty",
+        "prox_l1_",
+    ),
+    "regulab.ridge": ("ridge", "ridge_path"),
+    "regulab.schedules": ("cosine", "exponential", "inverse_sqrt", "inverse_time", "lambda_lr",
+                          "step"),  # fmt: skip
+    "regulab.sweep": ("LambdaSearch", "fit_sweep"),
+    "regulab.train": ("History", "fit"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "BatchNorm",
-    "DropBlock2d",
-    "DropPath",
-    "Dropout",
-    "EarlyStopping",
-    "FitResult",
-    "History",
-    "LambdaSearch",
-    "Penalty",
-    "TensorLoader",
-    "TrainingDiverged",
-    "__version__",
-    "batch_norm",
-    "cosine",
-    "cutout",
-    "decoupled_weight_decay_",
-    "describe_groups",
-    "digits",
-    "drop_block2d",
-    "drop_path",
-    "dropout",
-    "elastic_net_penalty",
-    "exponential",
-    "fashion_mnist",
-    "fit",
-    "fit_sweep",
-    "gaussian_noise",
-    "group_lasso_penalty",
-    "hflip",
-    "inverse_sqrt",
-    "inverse_time",
-    "l1_penalty",
-    "l2_penalty",
-    "lambda_lr",
-    "max_norm_",
-    "mnist",
-    "param_groups",
-    "prox_l1_",
-    "random_crop",
-    "ridge",
-    "ridge_path",
-    "step",
-    "synthetic_linear",
-    "train_concise",
-    "train_scratch",
-    "train_val_split",
-]
+__all__ = ["__version__", *sorted(_WHERE)]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'regulab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_WHERE])

@@ -87,3 +87,24 @@ def tensors(name: str, params) -> list:
             f"model.parameters(); got {type(params).__name__}"
         )
     return items
+
+
+def devices() -> list[str]:
+    """The torch devices available on this machine ('cpu', 'cuda', 'cuda:0', ..., 'mps')."""
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        available.append("mps")
+    return available
+
+
+def device(name: str, value) -> str:
+    """Return value if it names a torch device available here, else raise ValueError."""
+    available = devices()
+    if value not in available:
+        raise ValueError(
+            f"{name} must be a device available on this machine ({', '.join(available)}); "
+            f"got {value!r}"
+        )
+    return value

@@ -62,23 +62,6 @@ class EarlyStopping:
             f"restore_best={self.restore_best})"
         )
 
-    def _read(self, value) -> float:
-        if isinstance(value, dict):
-            if self.monitor not in value:
-                raise ValueError(
-                    f"monitor {self.monitor!r} is not among the metrics given: {', '.join(value)}"
-                )
-            value = value[self.monitor]
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"value must be one number; got a tensor of shape {tuple(value.shape)}"
-                )
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, Real):
-            raise ValueError(f"value must be a number or a dict of numbers; got {value!r}")
-        return float(value)
-
     def improved(self, value: float) -> bool:
         """Whether value beats the best so far by more than min_delta."""
         if math.isnan(value):
@@ -91,7 +74,7 @@ class EarlyStopping:
         """Record one epoch's metric; keep the weights if best; return True to stop."""
         if self.stopped_epoch_ is not None:
             raise RuntimeError("update() called after EarlyStopping said stop; make a new one")
-        value = self._read(value)
+        value = _read(self.monitor, value)
         if model is None and self.best_state_ is not None:
             raise ValueError(
                 "model must be given on every update once best weights are kept "
@@ -118,3 +101,22 @@ class EarlyStopping:
             return False
         model.load_state_dict(self.best_state_)
         return True
+
+
+def _read(monitor: str, value) -> float:
+    """The monitored number in value (a number, a 0-d tensor, or a dict of metrics)."""
+    if isinstance(value, dict):
+        if monitor not in value:
+            raise ValueError(
+                f"monitor {monitor!r} is not among the metrics given: {', '.join(value)}"
+            )
+        value = value[monitor]
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"value must be one number; got a tensor of shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"value must be a number or a dict of numbers; got {value!r}")
+    return float(value)

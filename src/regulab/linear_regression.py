@@ -31,16 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from regulab import _checks
+from regulab.errors import TrainingDiverged
 
 Data = tuple[torch.Tensor, torch.Tensor]
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss or the weights stopped being finite; `epoch` says when (1-based)."""
-
-    def __init__(self, message: str, epoch: int):
-        super().__init__(message)
-        self.epoch = epoch
 
 
 @dataclass

@@ -4,12 +4,13 @@ Losses follow the library's conventions: "cross_entropy" for classification,
 "mse" (mean squared error) and "half_mse" (mean squared error / 2, whose
 gradient is the residual; the demo's loss) for regression. Evaluation sums over
 the data and divides once, so batch size and the number of processes do not
-change the result.
+change the result (sums over processes go through `regulab.distributed.all_sum`).
 """
 
 import torch
-import torch.distributed as dist
 from torch.nn import functional as F
+
+from regulab.distributed import all_sum, world
 
 
 def _regression_pair(output: torch.Tensor, y: torch.Tensor):
@@ -32,21 +33,6 @@ def half_mse(output, y, reduction="mean"):
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "half_mse": half_mse}
 CLASSIFICATION = {"cross_entropy"}
-
-
-def world() -> tuple[int, int]:
-    """(rank, world_size) of the running process group, or (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all processes (a no-op without a process group)."""
-    if world()[1] > 1:
-        values = values.clone()
-        dist.all_reduce(values)
-    return values
 
 
 def _batches(data, batch_size: int, rank: int, world_size: int):
@@ -102,7 +88,7 @@ def weight_stats(model) -> tuple[float, float]:
     weights = weight_tensors(model)
     if not weights:
         return 0.0, 0.0
-    norms = torch.stack([n.double() for n in torch._foreach_norm(weights)])
+    norms = torch.stack([torch.linalg.vector_norm(p).double() for p in weights])
     zeros = sum((p == 0).sum() for p in weights)
     size = sum(p.numel() for p in weights)
     return float(norms.square().sum().sqrt()), float(zeros) / size

@@ -142,26 +142,7 @@ class Penalty:
             if l2:
                 torch._foreach_add_(grads, with_grad, alpha=l2)
             if l1:
-                torch._foreach_add_(grads, self._signs(with_grad), alpha=l1)
-
-    def _signs(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """sign(w) for each tensor, written into one buffer per parameter kept between steps.
-
-        A fresh tensor per step costs page faults on the CPU comparable to the
-        arithmetic; the buffers cost one copy of the L1-penalized weights in memory.
-        """
-        signs = []
-        for p in params:
-            buf = self._sign_buffers.get(id(p))
-            if (
-                buf is None
-                or buf.shape != p.shape
-                or buf.dtype != p.dtype
-                or buf.device != p.device
-            ):
-                buf = self._sign_buffers[id(p)] = torch.empty_like(p)
-            signs.append(torch.sign(p, out=buf))
-        return signs
+                torch._foreach_add_(grads, _signs(with_grad, self._sign_buffers), alpha=l1)
 
     @torch.no_grad()
     def value(self) -> torch.Tensor:
@@ -213,3 +194,23 @@ def decoupled_weight_decay_(params, lr: float, weight_decay: float) -> None:
     factor = 1.0 - lr * weight_decay
     if items and factor != 1.0:
         torch._foreach_mul_(items, factor)
+
+
+def _signs(params: list[torch.Tensor], buffers: dict) -> list[torch.Tensor]:
+    """sign(w) for each tensor, written into one buffer per parameter kept between steps.
+
+    A fresh tensor per step costs page faults on the CPU comparable to the
+    arithmetic; the buffers cost one copy of the L1-penalized weights in memory.
+    """
+    signs = []
+    for p in params:
+        buf = buffers.get(id(p))
+        if (
+            buf is None
+            or buf.shape != p.shape
+            or buf.dtype != p.dtype
+            or buf.device != p.device
+        ):
+            buf = buffers[id(p)] = torch.empty_like(p)
+        signs.append(torch.sign(p, out=buf))
+    return signs

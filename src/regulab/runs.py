@@ -5,7 +5,9 @@ renamed into place only when complete, so an interrupted or failed run leaves
 nothing half-written and an existing folder is replaced only by a finished one.
 """
 
+import csv
 import errno
+import io
 import json
 import os
 import platform
@@ -21,10 +23,7 @@ from pathlib import Path
 import torch
 
 from regulab import __version__
-
-
-class RunFolderError(ValueError):
-    """The requested output folder cannot be used; the message says why and what to do."""
+from regulab.errors import RunFolderError
 
 
 def default_run_dir(command: str, root: Path = Path("runs")) -> Path:
@@ -189,3 +188,26 @@ def git_revision(source: Path = Path(__file__)) -> str | None:
         return rev
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def move_aside(out: Path) -> Path:
+    """Rename an earlier run out of the way (--overwrite); `put_back` restores it."""
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    os.rename(out, old)
+    return old
+
+
+def put_back(old: Path, out: Path) -> None:
+    """Replace the failed new run at out with the earlier run kept aside."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(old, out)
+
+
+def csv_text(rows, columns) -> str:
+    """rows (dicts) as CSV text with a header of columns; None is written as an empty cell."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    return buf.getvalue()

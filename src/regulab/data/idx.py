@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from regulab.errors import IdxError
+
 # type code: (name, big-endian numpy dtype, torch dtype)
 TYPES = {
     0x08: ("ubyte", np.dtype(">u1"), torch.uint8),
@@ -23,10 +25,6 @@ TYPES = {
     0x0E: ("double", np.dtype(">f8"), torch.float64),
 }
 _CODES = {torch_dtype: code for code, (_, _, torch_dtype) in TYPES.items()}
-
-
-class IdxError(ValueError):
-    """A file that is not a valid IDX file; the message names the file and the fault."""
 
 
 def read_idx(path) -> torch.Tensor:

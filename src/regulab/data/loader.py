@@ -87,7 +87,7 @@ class TensorLoader:
 
     def __iter__(self):
         if not self.shuffle and self.world_size == 1:
-            yield from self._slices(self.tensors, self.batch_sizes)
+            yield from _slices(self.tensors, self.batch_sizes)
             return
         device = self.tensors[0].device
         n = len(self.tensors[0])
@@ -105,15 +105,16 @@ class TensorLoader:
             yield tuple(t.index_select(0, idx) for t in self.tensors)
             start += size
 
-    @staticmethod
-    def _slices(tensors, sizes):
-        start = 0
-        for size in sizes:
-            yield tuple(t[start : start + size] for t in tensors)
-            start += size
-
     def __repr__(self) -> str:
         return (
             f"TensorLoader(n={len(self.tensors[0])}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, seed={self.seed}, world_size={self.world_size})"
         )
+
+
+def _slices(tensors, sizes):
+    """Consecutive batches of the given sizes, as views (no copy)."""
+    start = 0
+    for size in sizes:
+        yield tuple(t[start : start + size] for t in tensors)
+        start += size

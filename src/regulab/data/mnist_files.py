@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from regulab.data.idx import read_idx
+from regulab.errors import DownloadError
 
 FILES = (
     "train-images-idx3-ubyte.gz",
@@ -54,10 +55,6 @@ MNIST_MIRRORS = (
 TIMEOUT = 60  # seconds a connection or a read may stall before a mirror counts as failed
 
 _TITLES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
-
-
-class DownloadError(OSError):
-    """No mirror gave a file with the right md5; the message lists each URL and its fault."""
 
 
 def fashion_mnist(root=None, *, download: bool = True, mirrors=None):

@@ -9,10 +9,10 @@ global channel pruning into a genuinely smaller network.
   it is checked against.
 """
 
+from regulab.bn_sparsity import bn_scales, gamma_histogram, prox_bn_, sparsity_penalty
 from regulab.slim import measure
 from regulab.slim.export import load, save
 from regulab.slim.plan import Plan, plan
-from regulab.slim.sparsity import bn_scales, gamma_histogram, prox_bn_, sparsity_penalty
 from regulab.slim.surgery import masked, prune
 
 __all__ = [

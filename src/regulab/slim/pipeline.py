@@ -10,9 +10,9 @@ cut (the last pass fine-tunes without it).
 import torch
 from torch import nn
 
+from regulab.bn_sparsity import bn_layers
 from regulab.slim import measure, surgery
 from regulab.slim.plan import Plan, plan
-from regulab.slim.sparsity import bn_layers
 
 MATCH_TOLERANCE = 1e-5  # largest |pruned - masked| output accepted, relative to max |output|
 
@@ -95,22 +95,11 @@ def finetune(model: nn.Module, recipe, data, seed: int, *, sparsity: float, on_s
     `sparsity` (0 for the last pass); returns fit's History."""
     import copy
 
-    from regulab import experiment
+    from regulab.recipe import build
     from regulab.train import fit
 
     tune = copy.deepcopy(recipe)
     tune.train.epochs = recipe.slim.finetune_epochs
     tune.slim.sparsity = sparsity
     model.train()
-    return fit(
-        model,
-        epochs=tune.train.epochs,
-        val=data.val,
-        test=data.test,
-        loss=tune.train.loss,
-        clip_grad_norm=tune.train.clip_grad_norm or None,
-        seed=seed,
-        eval_train=tune.train.eval_train,
-        on_step=on_step,
-        **experiment.build_training(tune, model, data, seed),
-    )
+    return fit(model, on_step=on_step, **build.fit_arguments(tune, model, data, seed))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from regulab import _checks
-from regulab.slim.sparsity import BATCH_NORMS, bn_layers
+from regulab.bn_sparsity import BATCH_NORMS, bn_layers
 
 SCORES = ("gamma", "normalized")
 

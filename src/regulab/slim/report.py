@@ -1,4 +1,5 @@
-"""Tables and plots of a `regulab slim` run: accuracy, size and speed per ratio and pass.
+"""The tables, slim.csv, plots and report.md of a `regulab slim` run: accuracy, size and
+speed per ratio and pass.
 
 The Pareto plot puts test accuracy against FLOPs and against latency (the
 non-dominated networks joined by a line); the gamma plot shows the |gamma|
@@ -6,11 +7,9 @@ histogram over the sparsity-training epochs and the thresholds each ratio cut at
 (arXiv:1708.06519, fig. 4). matplotlib is imported only when plotting.
 """
 
-import csv
-import io
 from pathlib import Path
 
-from regulab import runs
+from regulab import runs, tables
 
 CSV_COLUMNS = (
     "ratio",
@@ -35,8 +34,8 @@ CSV_COLUMNS = (
 )
 
 
-def rows(summary: dict) -> list[dict]:
-    """One flat row for the unpruned network (ratio 0, pass 0) and one per (ratio, pass)."""
+def networks(summary: dict) -> list[dict]:
+    """One flat dict for the unpruned network (ratio 0, pass 0) and one per (ratio, pass)."""
     u = summary["unpruned"]
     out = [
         {
@@ -71,12 +70,8 @@ def rows(summary: dict) -> list[dict]:
 
 
 def write_csv(summary: dict, path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows(summary):
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
-    runs.write_text(path, buf.getvalue())
+    """slim.csv: one line per network with the CSV_COLUMNS, atomically."""
+    runs.write_text(path, runs.csv_text(networks(summary), CSV_COLUMNS))
 
 
 def _label(row: dict) -> str:
@@ -102,7 +97,7 @@ def plot_pareto(summary: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = rows(summary)
+    table = networks(summary)
     batch = max(summary["unpruned"]["latency_s"], key=int)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, unit, scale in (
@@ -174,43 +169,65 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def table_markdown(summary: dict) -> str:
-    """The results table: one line for the unpruned network and one per ratio and pass."""
+def rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells per network) of report.md's results table: the unpruned network, then
+    one line per ratio and pass."""
     batches = list(summary["unpruned"]["latency_s"])
-    head = (
-        "| ratio | pass | channels removed | test acc. before FT, % | test acc. after FT, % "
-        "| change, points | params | FLOPs | "
-        + " | ".join(f"latency b{b}, ms (speed-up)" for b in batches)
-        + " |"
-    )
-    lines = [head, "|" + "---|" * (8 + len(batches))]
-    for r in rows(summary):
+    headers = ["ratio", "pass", "channels removed", "test acc. before FT, %",
+               "test acc. after FT, %", "change, points", "params", "FLOPs",
+               *(f"latency b{b}, ms (speed-up)" for b in batches)]  # fmt: skip
+    cells = []
+    for r in networks(summary):
         removed = "-" if r["pass"] == 0 else f"{r['channels_removed']} of {r['channels_total']}"
-        lat = " | ".join(
-            f"{1e3 * r[f'latency_b{b}_s']:.3g} ({r[f'speedup_b{b}']:.2f}x)" for b in batches
+        cells.append(
+            [
+                f"{r['ratio']:g}",
+                str(r["pass"]),
+                removed,
+                _pct(r["test_accuracy_before_finetune"]),
+                _pct(r["test_accuracy"]),
+                f"{100 * r['accuracy_change']:+.2f}",
+                f"{r['params']:,} (-{_pct(r['params_reduction'])} %)",
+                f"{r['flops'] / 1e6:.2f} M (-{_pct(r['flops_reduction'])} %)",
+                *(f"{1e3 * r[f'latency_b{b}_s']:.3g} ({r[f'speedup_b{b}']:.2f}x)" for b in batches),
+            ]
         )
-        lines.append(
-            f"| {r['ratio']:g} | {r['pass']} | {removed} "
-            f"| {_pct(r['test_accuracy_before_finetune'])} | {_pct(r['test_accuracy'])} "
-            f"| {100 * r['accuracy_change']:+.2f} "
-            f"| {r['params']:,} (-{_pct(r['params_reduction'])} %) "
-            f"| {r['flops'] / 1e6:.2f} M (-{_pct(r['flops_reduction'])} %) | {lat} |"
-        )
-    return "\n".join(lines)
+    return headers, cells
 
 
-def widths_markdown(summary: dict) -> str:
-    """Channels per BatchNorm layer, unpruned and after each pass."""
-    layers = list(summary["unpruned"]["widths"])
-    results = summary["results"]
-    head = "| layer | unpruned | " + " | ".join(_label(r) for r in results) + " |"
-    lines = [head, "|" + "---|" * (2 + len(results))]
-    for name in layers:
-        cells = [str(r["widths"].get(name, "-")) for r in results]
-        lines.append(
-            f"| {name} | {summary['unpruned']['widths'][name]} | " + " | ".join(cells) + " |"
-        )
-    return "\n".join(lines)
+def rich_table(summary: dict):
+    """The terminal's table, framed under its title: accuracy, size and speed-up per network
+    (report.md's table also has the latencies)."""
+    batches = summary["latency_batches"]
+    headers = ["ratio", "pass", "removed", "acc. before FT", "acc. after FT", "params", "MFLOPs",
+               *(f"speed-up b{b}" for b in batches)]  # fmt: skip
+    cells = [
+        [
+            f"{r['ratio']:g}",
+            str(r["pass"]),
+            "-" if r["pass"] == 0 else f"{r['channels_removed']}/{r['channels_total']}",
+            f"{100 * r['test_accuracy_before_finetune']:.2f} %",
+            f"{100 * r['test_accuracy']:.2f} %",
+            f"{r['params']:,}",
+            f"{r['flops'] / 1e6:.2f}",
+            *(f"{r[f'speedup_b{b}']:.2f}x" for b in batches),
+        ]
+        for r in networks(summary)
+    ]
+    title = f"network slimming: {summary['recipe']}"
+    return tables.rich_table(headers, cells, left=0, title=title)
+
+
+def width_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells per BatchNorm layer) of the channels table: unpruned and after each
+    pass."""
+    unpruned, results = summary["unpruned"]["widths"], summary["results"]
+    headers = ["layer", "unpruned", *(_label(r) for r in results)]
+    cells = [
+        [name, str(unpruned[name]), *(str(r["widths"].get(name, "-")) for r in results)]
+        for name in unpruned
+    ]
+    return headers, cells
 
 
 def markdown(summary: dict, pareto: str, gammas: str) -> str:
@@ -234,7 +251,7 @@ def markdown(summary: dict, pareto: str, gammas: str) -> str:
         f"{summary['passes']} pass(es) per ratio, {summary['finetune_epochs']} fine-tuning epochs "
         f"after each pruning. Unpruned test accuracy {_pct(u['test_accuracy'])} %.",
         "",
-        table_markdown(summary),
+        tables.markdown_table(*rows(summary)),
         "",
         f"FLOPs: {summary['flops_convention']}. Latency: median of repeated eval-mode forwards "
         f"on {summary['device']}. Every pruned network was checked against the network it was "
@@ -246,7 +263,7 @@ def markdown(summary: dict, pareto: str, gammas: str) -> str:
         "",
         "## Channels per layer",
         "",
-        widths_markdown(summary),
+        tables.markdown_table(*width_rows(summary)),
         "",
         "## |gamma| of the BatchNorm scales",
         "",

@@ -14,9 +14,10 @@ LATENCY_BATCHES = (1, 256)
 
 def trained(recipe, splits, folder: Path, device):
     """The final model of a `regulab train` run folder (early stopping's best, if it restored)."""
-    from regulab import checkpoint, experiment
+    from regulab import checkpoint
+    from regulab.recipe import build
 
-    model = experiment.build_model(recipe, splits).to(device)
+    model = build.build_model(recipe, splits).to(device)
     latest = checkpoint.latest(folder / "checkpoints")
     if latest is None:
         raise ValueError(f"run folder '{folder}' has no checkpoint to start from")
@@ -37,9 +38,12 @@ def write(
 
     import torch
 
-    from regulab import config, experiment, runner, runs
-    from regulab.linear_regression import TrainingDiverged
-    from regulab.slim import export, pipeline, report, sparsity
+    from regulab import bn_sparsity, runs
+    from regulab import recipe as recipes
+    from regulab.errors import TrainingDiverged
+    from regulab.recipe import build
+    from regulab.recipe import run as recipe_run
+    from regulab.slim import export, pipeline, report
 
     device = torch.device(recipe.train.device)
     runs.write_json(
@@ -50,14 +54,14 @@ def write(
             "seed": seed,
             "latency_batches": list(LATENCY_BATCHES),
             "latency_repeats": latency_repeats,
-            "recipe": config.to_dict(recipe),
+            "recipe": recipes.to_dict(recipe),
             **runs.environment(),
         },
     )
     sparse = source  # the run folder whose final weights are pruned
     if source is None:
         sparse = tmp / "sparse"
-        runner.train_one(recipe, "sparse", seed, sparse, progress=progress)
+        recipe_run.train_one(recipe, "sparse", seed, sparse, progress=progress)
         done = json.loads((sparse / "summary.json").read_text())
         if done["status"] != "completed":
             raise TrainingDiverged(
@@ -69,7 +73,7 @@ def write(
     data = splits.to(device)
     model = trained(recipe, data, sparse, device)
     example = data.train[0][:1]
-    name, kwargs = experiment.model_spec(recipe, data)
+    name, kwargs = build.model_spec(recipe, data)
     unpruned = {
         **evaluate(model, data, recipe),
         **pipeline.size(model, example),
@@ -94,7 +98,7 @@ def write(
     for row in results:
         row["latency_s"] = times[row["model"]]
         row.update(pipeline.reductions(unpruned, row))
-    gammas = sparsity.gamma_histogram(model, bins=runner.GAMMA_BINS)
+    gammas = bn_sparsity.gamma_histogram(model, bins=recipe_run.GAMMA_BINS)
     over_epochs = tmp / "sparse" / "gamma.json"
     summary = {
         "command": "slim",
@@ -140,8 +144,7 @@ def evaluate(model, data, recipe) -> dict:
 def one_pass(model, r, k, recipe, data, seed, folder, progress):
     """Plan, prune, check, fine-tune and measure one pass; returns (row, pruned model)."""
     from regulab import runs
-    from regulab.linear_regression import TrainingDiverged
-    from regulab.runner import _csv
+    from regulab.errors import TrainingDiverged
     from regulab.slim import pipeline
     from regulab.train import COLUMNS
 
@@ -167,7 +170,7 @@ def one_pass(model, r, k, recipe, data, seed, folder, progress):
             on_step=lambda: progress.advance(task),
         )
         progress.remove_task(task)
-        runs.write_text(folder / "metrics.csv", _csv(history.rows, COLUMNS))
+        runs.write_text(folder / "metrics.csv", runs.csv_text(history.rows, COLUMNS))
         if history.status != "completed":
             raise TrainingDiverged(
                 f"fine-tuning ratio {r:g} pass {k} {history.status}: {history.message}",
@@ -194,3 +197,13 @@ def one_pass(model, r, k, recipe, data, seed, folder, progress):
         "widths": pipeline.widths(pruned),
     }
     return row, pruned
+
+
+def slim_command(recipe, splits, seed: int, out: Path, *, overwrite=False, **kwargs) -> dict:
+    """`regulab slim` into the run folder out (see `write` for kwargs); returns the summary."""
+    from regulab import runs
+
+    start = time.perf_counter()
+    runs.check_out(out, overwrite)
+    with runs.run_folder(out, overwrite=overwrite) as tmp:
+        return write(recipe, splits, seed, tmp, start=start, **kwargs)

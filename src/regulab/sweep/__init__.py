@@ -3,7 +3,9 @@
 - `engine`: K copies of a model stacked along a leading dimension and trained in
   one vectorized run (`torch.func.stack_module_state` + `functional_call` +
   `vmap`); each copy gets its own strength (L2 / weight decay, L1, dropout p,
-  BatchNorm sparsity). Linear regression has a batched-matmul fast path.
+  BatchNorm sparsity). Linear regression has a batched-matmul fast path. Its
+  `Settings` are the recipe's own sections (optim, penalty, slim, train); a
+  copy's strength replaces the recipe field `regulab.recipe.schema.SWEEPABLE` names.
 - `path`: a recipe and a grid -> one row per strength (train / validation /
   test loss, ||w||, sparsity), on a holdout split or k folds.
 - `select`: the strength with the lowest validation loss, or the one-standard-

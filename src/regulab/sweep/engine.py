@@ -15,64 +15,78 @@ order (seed + k) and dropout noise; pass a list of models for different
 initial weights. In a dropout sweep every copy has the dropout layers (p = 0
 drops nothing but still draws), so its other random layers see the same draws as
 the other copies rather than those of a model built without dropout layers.
+
+`Settings` holds the recipe's own sections (optim, penalty, slim, train) with the
+meaning `regulab train` gives them: coupled weight decay for sgd/adam, decoupled
+for adamw (arXiv:1711.05101), L1 on BatchNorm scales as in Network Slimming
+(arXiv:1708.06519).
 """
 
 import copy
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import vmap
 
 from regulab import _checks
+from regulab.bn_sparsity import bn_layers
 from regulab.data.loader import TensorLoader, epoch_seed
 from regulab.groups import param_groups
 from regulab.layers import Dropout
 from regulab.metrics import LOSSES
-from regulab.slim.sparsity import bn_layers
+from regulab.recipe import schema
+from regulab.recipe.schema import OPTIMIZERS, SWEEPABLE
 from regulab.sweep import linear
 from regulab.sweep.stacked import Stacked
 
-PARAMS = ("l2", "weight_decay", "l1", "dropout", "bn_sparsity")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+PARAMS = tuple(SWEEPABLE)
+MODES = ("subgradient", "proximal")  # penalty.l1_mode and slim.sparsity_mode
 
 
 @dataclass
 class Settings:
-    """Training settings shared by the K models; a swept one is replaced per model.
+    """What the K models train with: the recipe's own sections, plus what a recipe does not hold.
 
-    l2: coupled penalty l2 * ||w||^2 / 2 on the weights (added to the gradient).
-    weight_decay: the optimizer's decay, coupled for sgd/adam (= l2 with SGD),
-    decoupled for adamw (w <- w * (1 - lr * wd), arXiv:1711.05101).
-    l1: l1 * ||w||_1, as l1 * sign(w) in the gradient ("subgradient") or as a
-    soft-threshold by lr * l1 after the step ("proximal"). bn_sparsity: s in the
-    subgradient s * sign(gamma) on BatchNorm scales (Network Slimming,
-    arXiv:1708.06519). "The weights" are `param_groups`' decayed tensors.
+    optim, penalty, slim, train: the recipe sections of the same names
+    (`regulab.recipe.schema`), with the meaning and units `regulab train` gives them.
+    A copy's swept strength replaces the field that `SWEEPABLE` names (l2 sets
+    penalty.l2, bn_sparsity slim.sparsity, ...; dropout sets the model's Dropout
+    layers). The engine reads all of optim and penalty, slim.sparsity and
+    sparsity_mode, and train.epochs, loss, clip_grad_norm and seed (torch is reseeded
+    each epoch from (train.seed, epoch), as `fit` does); the batch size is the loader's.
+    "The weights" are `param_groups`' decayed tensors (ndim >= 2, not optim.no_decay).
+
+    In Python, without a recipe file (`from regulab.recipe import schema`):
+    `Settings(optim=schema.Optim(lr=0.1, momentum=0.9), train=schema.Train(epochs=3))`.
     """
 
-    epochs: int = 10  # passes over the training set
-    loss: str = "cross_entropy"  # cross_entropy | mse | half_mse
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # learning rate
-    momentum: float = 0.0  # sgd: heavy-ball momentum
-    nesterov: bool = False  # sgd: Nesterov momentum
-    betas: tuple = (0.9, 0.999)  # adam / adamw
-    weight_decay: float = 0.0  # see above
-    l2: float = 0.0  # see above
-    l1: float = 0.0  # see above
-    l1_mode: str = "subgradient"  # subgradient | proximal
-    bn_sparsity: float = 0.0  # see above
-    bn_sparsity_mode: str = "subgradient"  # subgradient | proximal (soft-threshold by lr * s)
-    max_norm: float = 0.0  # projection onto ||w|| <= max_norm after each step (0 = off)
-    max_norm_dim: int | None = None  # None: whole tensor; 0: each output unit
-    no_decay: tuple = ()  # extra name patterns kept out of "the weights"
-    clip_grad_norm: float = 0.0  # per model (0 = off)
-    schedule: object = None  # factor(step) multiplying lr, or None
-    augment: object = None  # function applied to each batch, or None
+    optim: schema.Optim = field(default_factory=schema.Optim)  # optimizer, lr, weight decay
+    penalty: schema.Penalty = field(default_factory=schema.Penalty)  # l2, l1, max-norm
+    slim: schema.Slim = field(default_factory=schema.Slim)  # sparsity: L1 on BatchNorm scales
+    train: schema.Train = field(default_factory=schema.Train)  # epochs, loss, seed, clipping
+    schedule: object = None  # factor(step) multiplying optim.lr, or None (`build_schedule`)
+    augment: object = None  # function applied to each batch, or None (`build_augment`)
     on_epoch: object = None  # called after every epoch (progress display), or None
-    seed: int = 0  # torch is reseeded each epoch from (seed, epoch), as `fit` does
     vary: bool = False  # own batch order (loader seed + first + k) and dropout noise per model
     first: int = 0  # vary: index of the first of these models in the whole grid
+
+    def with_strengths(self, **strengths: float) -> "Settings":
+        """A copy with strengths given by their sweepable names (`PARAMS`), each written
+        into the recipe field `SWEEPABLE` names: with_strengths(l2=0.1) sets penalty.l2."""
+        out = self
+        for param, value in strengths.items():
+            _checks.one_of("strength", param, PARAMS)
+            if param == "dropout":
+                raise ValueError(
+                    "strength 'dropout' is model.dropout, set on the model's Dropout layers, "
+                    "not in Settings; sweep it with fit_sweep(model, 'dropout', values, ...)"
+                )
+            section, name = SWEEPABLE[param].split(".")
+            changed = dataclasses.replace(getattr(out, section), **{name: value})
+            out = dataclasses.replace(out, **{section: changed})
+        return out
 
 
 def set_dropout(model: nn.Module, p: float) -> int:
@@ -89,8 +103,8 @@ def set_dropout(model: nn.Module, p: float) -> int:
     return count
 
 
-def bn_scales(model: nn.Module) -> list[str]:
-    """Names of the BatchNorm scale (gamma) parameters of model (`slim.sparsity.bn_layers`)."""
+def bn_scale_names(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm scale (gamma) parameters of model (`bn_sparsity.bn_layers`)."""
     return [f"{name}.weight" if name else "weight" for name, _ in bn_layers(model)]
 
 
@@ -112,16 +126,18 @@ def fit_sweep(
 
     model: an nn.Module (copied K times: shared initial weights) or a list of K
     modules (their own weights). param: one of PARAMS; values: K strengths, each
-    replacing settings' value of param for its copy. train: a TensorLoader.
+    replacing, for its copy, the field of settings that `SWEEPABLE` names for param
+    (as `settings.with_strengths(**{param: value})` would). train: a TensorLoader.
     fast: use `regulab.sweep.linear` for a linear regression (same result, no autograd).
     The returned `Stacked` has `diverged_epoch` (K,): the first epoch whose loss
     was not finite, 0 for copies that did not diverge.
     """
     _checks.one_of("param", param, PARAMS)
     s = settings
-    _checks.one_of("settings.optimizer", s.optimizer, OPTIMIZERS)
-    _checks.one_of("settings.loss", s.loss, tuple(LOSSES))
-    _checks.one_of("settings.l1_mode", s.l1_mode, ("subgradient", "proximal"))
+    _checks.one_of("settings.optim.name", s.optim.name, OPTIMIZERS)
+    _checks.one_of("settings.train.loss", s.train.loss, tuple(LOSSES))
+    _checks.one_of("settings.penalty.l1_mode", s.penalty.l1_mode, MODES)
+    _checks.one_of("settings.slim.sparsity_mode", s.slim.sparsity_mode, MODES)
     values = [float(v) for v in values]
     if not values:
         raise ValueError("values must hold at least one strength; got none")
@@ -137,7 +153,7 @@ def fit_sweep(
         for m in models:
             if not set_dropout(m, 0.5):
                 raise ValueError("param 'dropout' needs a model with Dropout layers; it has none")
-    if param == "bn_sparsity" and not bn_scales(models[0]):
+    if param == "bn_sparsity" and not bn_scale_names(models[0]):
         raise ValueError("param 'bn_sparsity' needs a model with BatchNorm layers; it has none")
     stacked = Stacked(models, k=len(values) if shared else None)
     if param == "dropout":  # each copy's own p, one buffer per Dropout layer
@@ -161,32 +177,34 @@ def _strength(param, name, values, fixed, like):
 def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings):
     params = stacked.params
     plist = list(params.values())
-    decayed = [params[n] for n in decayed_names(like, s.no_decay)]
-    use_bn = s.bn_sparsity or param == "bn_sparsity"
-    scales = [params[n] for n in bn_scales(like)] if use_bn else []
+    o, pen, slim = s.optim, s.penalty, s.slim
+    decayed = [params[n] for n in decayed_names(like, o.no_decay)]
+    use_bn = slim.sparsity or param == "bn_sparsity"
+    scales = [params[n] for n in bn_scale_names(like)] if use_bn else []
     strength = lambda name, fixed, p: _strength(param, name, values, fixed, p)  # noqa: E731
-    l2 = [strength("l2", s.l2, p) for p in decayed]
-    wd = [strength("weight_decay", s.weight_decay, p) for p in decayed]
-    l1 = [strength("l1", s.l1, p) for p in decayed]
-    bn = [strength("bn_sparsity", s.bn_sparsity, p) for p in scales]
-    use_l2 = param == "l2" or s.l2 > 0
-    use_wd = param == "weight_decay" or s.weight_decay > 0
-    use_l1 = param == "l1" or s.l1 > 0
-    l1_grad = use_l1 and s.l1_mode == "subgradient"
-    if s.optimizer == "sgd":
-        opt = torch.optim.SGD(plist, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov)
+    l2 = [strength("l2", pen.l2, p) for p in decayed]
+    wd = [strength("weight_decay", o.weight_decay, p) for p in decayed]
+    l1 = [strength("l1", pen.l1, p) for p in decayed]
+    bn = [strength("bn_sparsity", slim.sparsity, p) for p in scales]
+    use_l2 = param == "l2" or pen.l2 > 0
+    use_wd = param == "weight_decay" or o.weight_decay > 0
+    use_l1 = param == "l1" or pen.l1 > 0
+    l1_grad = use_l1 and pen.l1_mode == "subgradient"
+    if o.name == "sgd":
+        opt = torch.optim.SGD(plist, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     else:
-        opt = torch.optim.Adam(plist, lr=s.lr, betas=tuple(s.betas))  # decay applied here
+        opt = torch.optim.Adam(plist, lr=o.lr, betas=tuple(o.betas))  # decay applied here
     group = opt.param_groups[0]
-    loss_fn = LOSSES[s.loss]
-    per_loss = vmap(lambda o, y: loss_fn(o, y))
+    loss_fn = LOSSES[s.train.loss]
+    max_norm_dim = None if pen.max_norm_dim == -1 else pen.max_norm_dim
+    per_loss = vmap(lambda z, y: loss_fn(z, y))
     loaders = _loaders(train, s, stacked.k)
     randomness = "different" if s.vary else "same"
     step = 0
     stacked.base.train()
     stacked.diverged_epoch = torch.zeros(stacked.k, dtype=torch.long)
-    for epoch in range(1, s.epochs + 1):
-        reseed(epoch_seed(s.seed, epoch, stream=1))
+    for epoch in range(1, s.train.epochs + 1):
+        reseed(epoch_seed(s.train.seed, epoch, stream=1))
         for loader in loaders:
             loader.set_epoch(epoch)
         epoch_loss = 0.0
@@ -208,29 +226,29 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
                     _add_scaled_(grads, decayed, l2)
                 if l1_grad:
                     _add_scaled_(grads, [p.sign() for p in decayed], l1)
-                if scales and s.bn_sparsity_mode == "subgradient":
+                if scales and slim.sparsity_mode == "subgradient":
                     _add_scaled_([p.grad for p in scales], [p.sign() for p in scales], bn)
-                if s.clip_grad_norm:
-                    _clip_(plist, s.clip_grad_norm)
+                if s.train.clip_grad_norm:
+                    _clip_(plist, s.train.clip_grad_norm)
                 if s.schedule is not None:
-                    group["lr"] = s.lr * s.schedule(step)
+                    group["lr"] = o.lr * s.schedule(step)
                 lr = group["lr"]
-                if use_wd and s.optimizer != "adamw":  # coupled: what torch.optim does
+                if use_wd and o.name != "adamw":  # coupled: what torch.optim does
                     _add_scaled_(grads, decayed, wd)
-                if use_wd and s.optimizer == "adamw":  # decoupled, as torch.optim.AdamW
+                if use_wd and o.name == "adamw":  # decoupled, as torch.optim.AdamW
                     for p, w in zip(decayed, wd, strict=True):
                         p.mul_(1 - lr * w)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                if scales and s.bn_sparsity_mode == "proximal":
+                if scales and slim.sparsity_mode == "proximal":
                     for p, t in zip(scales, bn, strict=True):
                         p.copy_(p.sign() * (p.abs() - lr * t).clamp_min(0))
-                if use_l1 and s.l1_mode == "proximal":
+                if use_l1 and pen.l1_mode == "proximal":
                     for p, t in zip(decayed, l1, strict=True):
                         threshold = lr * t
                         p.copy_(p.sign() * (p.abs() - threshold).clamp_min(0))
-                if s.max_norm:
-                    _max_norm_(decayed, s.max_norm, s.max_norm_dim)
+                if pen.max_norm:
+                    _max_norm_(decayed, pen.max_norm, max_norm_dim)
             step += 1
             epoch_loss = epoch_loss + losses.detach()
         # as `fit`: diverged when the loss or the weights stop being finite
@@ -280,7 +298,8 @@ def _clip_(params, max_norm: float) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     norm = sum(g.square().flatten(1).sum(1) for g in grads).sqrt()
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, [coef.view(-1, *[1] * (g.ndim - 1)) for g in grads])
+    for g in grads:
+        g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
 
 
 def _max_norm_(params, max_norm: float, dim: int | None) -> None:

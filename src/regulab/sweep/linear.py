@@ -18,7 +18,7 @@ LOSS_SCALE = {"half_mse": 1.0, "mse": 2.0}
 
 
 def applies(model: nn.Module, param: str, s) -> bool:
-    """True when the fast path computes exactly what the generic engine would."""
+    """True when the fast path computes exactly what the generic engine would (s: `Settings`)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     others = [
         m for m in model.modules() if not isinstance(m, nn.Linear | nn.Flatten | nn.Sequential)
@@ -28,11 +28,11 @@ def applies(model: nn.Module, param: str, s) -> bool:
         and linears[0].out_features == 1
         and linears[0].bias is not None
         and not others
-        and s.loss in LOSS_SCALE
-        and s.optimizer == "sgd"
+        and s.train.loss in LOSS_SCALE
+        and s.optim.name == "sgd"
         and param in ("l2", "weight_decay", "l1")
-        and not (s.clip_grad_norm or s.augment or s.vary or s.max_norm or s.bn_sparsity)
-        and not s.no_decay
+        and not (s.train.clip_grad_norm or s.augment or s.vary)
+        and not (s.penalty.max_norm or s.slim.sparsity or s.optim.no_decay)
     )
 
 
@@ -81,11 +81,12 @@ def _train(stacked, param: str, values, loader, s) -> None:
         strength = torch.tensor(got, dtype=w.dtype, device=w.device)[:, None]
         return torch.cat([strength.expand(k, d), torch.zeros_like(b)], 1)  # bias: none
 
-    coupled = column("l2", s.l2) + column("weight_decay", s.weight_decay)  # added to the grad
-    l1 = column("l1", s.l1)
-    use_l1 = param == "l1" or s.l1 > 0
-    l1_grad = use_l1 and s.l1_mode == "subgradient"
-    scale = LOSS_SCALE[s.loss]
+    o, pen = s.optim, s.penalty
+    coupled = column("l2", pen.l2) + column("weight_decay", o.weight_decay)  # added to the grad
+    l1 = column("l1", pen.l1)
+    use_l1 = param == "l1" or pen.l1 > 0
+    l1_grad = use_l1 and pen.l1_mode == "subgradient"
+    scale = LOSS_SCALE[s.train.loss]
     x_all, y_all = loader.tensors[:2]
     x_all = torch.cat([x_all.flatten(1), torch.ones_like(x_all[:, :1].flatten(1))], 1)
     neg_y = -y_all.to(w.dtype)[:, None]
@@ -97,16 +98,16 @@ def _train(stacked, param: str, values, loader, s) -> None:
         seed=loader.seed,
         drop_last=loader.drop_last,
     )
-    plain = not s.momentum and not l1_grad  # no gradient buffer needed
-    shrink = 1 - s.lr * coupled if s.schedule is None else None
+    plain = not o.momentum and not l1_grad  # no gradient buffer needed
+    shrink = 1 - o.lr * coupled if s.schedule is None else None
     buf = None
     step = 0
     stacked.diverged_epoch = torch.zeros(k, dtype=torch.long)
-    for epoch in range(1, s.epochs + 1):
+    for epoch in range(1, s.train.epochs + 1):
         batches.set_epoch(epoch)
         for x, ny in batches:
             r = torch.addmm(ny, x, weights.T)  # residuals (B, K)
-            lr = s.lr * s.schedule(step) if s.schedule is not None else s.lr
+            lr = o.lr * s.schedule(step) if s.schedule is not None else o.lr
             if plain:  # w <- (1 - lr c) w - lr r^T x / B: the same step, two in-place operations
                 weights.mul_(shrink if shrink is not None else 1 - lr * coupled)
                 weights.addmm_(r.T, x, alpha=-lr * scale / x.shape[0])
@@ -117,9 +118,9 @@ def _train(stacked, param: str, values, loader, s) -> None:
             g = torch.addmm(coupled * weights, r.T, x, alpha=scale / x.shape[0])
             if l1_grad:
                 g += l1 * weights.sign()
-            if s.momentum:
-                buf = g.clone() if buf is None else buf.mul_(s.momentum).add_(g)
-                g = g + s.momentum * buf if s.nesterov else buf
+            if o.momentum:
+                buf = g.clone() if buf is None else buf.mul_(o.momentum).add_(g)
+                g = g + o.momentum * buf if o.nesterov else buf
             weights.add_(g, alpha=-lr)
             if use_l1 and not l1_grad:  # soft-threshold; l1 is 0 on the bias column
                 weights.copy_(weights.sign() * (weights.abs() - lr * l1).clamp_min(0))

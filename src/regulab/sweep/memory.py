@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from regulab.config import RecipeError
+from regulab.recipe import RecipeError
 
 GiB = 2**30
 

@@ -10,47 +10,38 @@ the SGD weights' distance from it (`regulab.ridge`), which says whether SGD had
 converged.
 """
 
+import dataclasses
 import math
 
 import torch
 
-from regulab import config, experiment
-from regulab.config import RecipeError
+from regulab import recipe as recipes
 from regulab.layers import Dropout
+from regulab.recipe import RecipeError, build
 from regulab.sweep import memory
 from regulab.sweep.engine import PARAMS, Settings, decayed_names, fit_sweep
 
 DROPOUT_MODELS = ("mlp", "vgg_bn")
 
 
-def settings(recipe: config.Recipe, schedule=None, augment=None) -> Settings:
-    """The engine's settings from a recipe (one visible line per field)."""
-    o, p, t = recipe.optim, recipe.penalty, recipe.train
+def settings(
+    recipe: recipes.Recipe, splits: build.Splits, steps_per_epoch: int, seed: int, **runtime
+) -> Settings:
+    """The engine's settings: the recipe's own sections, the run's seed as train.seed, and
+    the schedule and augmentation as `regulab train` builds them. runtime: on_epoch, vary,
+    first (see `Settings`)."""
     return Settings(
-        epochs=t.epochs,
-        loss=t.loss,
-        optimizer=o.name,
-        lr=o.lr,
-        momentum=o.momentum,
-        nesterov=o.nesterov,
-        betas=tuple(o.betas),
-        weight_decay=o.weight_decay,
-        l2=p.l2,
-        l1=p.l1,
-        l1_mode=p.l1_mode,
-        bn_sparsity=recipe.slim.sparsity,
-        bn_sparsity_mode=recipe.slim.sparsity_mode,
-        max_norm=p.max_norm,
-        max_norm_dim=None if p.max_norm_dim == -1 else p.max_norm_dim,
-        no_decay=tuple(o.no_decay),
-        clip_grad_norm=t.clip_grad_norm,
-        schedule=schedule,
-        augment=augment,
-        seed=t.seed,
+        optim=recipe.optim,
+        penalty=recipe.penalty,
+        slim=recipe.slim,
+        train=dataclasses.replace(recipe.train, seed=seed),
+        schedule=build.build_schedule(recipe, steps_per_epoch),
+        augment=build.build_augment(recipe, splits),
+        **runtime,
     )
 
 
-def check(recipe: config.Recipe, param: str, values) -> None:
+def check(recipe: recipes.Recipe, param: str, values) -> None:
     """Refuse what the sweep cannot do with this recipe, naming the setting."""
     if param not in PARAMS:
         raise RecipeError(f"--param must be one of {', '.join(PARAMS)}; got {param!r}")
@@ -80,17 +71,17 @@ def build_models(recipe, splits, param, count: int, seed: int, vary: bool, first
     """One model (shared initial weights) or `count` models seeded seed + first + k (vary)."""
     if param == "dropout":  # build with dropout layers; the engine sets each copy's p
         hidden = len(recipe.model.hidden) if recipe.model.name == "mlp" else 1
-        recipe = config.from_dict(
+        recipe = recipes.from_dict(
             {
-                **config.to_dict(recipe),
-                "model": {**config.to_dict(recipe)["model"], "dropout": [0.5] * hidden},
+                **recipes.to_dict(recipe),
+                "model": {**recipes.to_dict(recipe)["model"], "dropout": [0.5] * hidden},
             }
         )
     seeds = [seed + first + k for k in range(count)] if vary else [seed]
     models = []
     for s in seeds:
         torch.manual_seed(s)  # the initial weights, as `regulab train` draws them
-        models.append(experiment.build_model(recipe, splits))
+        models.append(build.build_model(recipe, splits))
     _check_model(recipe, param, models[0])
     return models if vary else models[0]
 
@@ -129,10 +120,10 @@ def compute_rows(
     on_epoch: called after every epoch of every fit: train.epochs x (folds + 1) calls.
     """
     if isinstance(recipe, dict):
-        recipe = config.from_dict(recipe)
+        recipe = recipes.from_dict(recipe)
     values = [float(v) for v in values]
     check(recipe, param, values)
-    splits = experiment.load_data(recipe, seed).to(device)
+    splits = build.load_data(recipe, seed).to(device)
     if folds == 0 and splits.val is None:
         raise RecipeError(
             "the sweep chooses on validation data: set data.val_fraction > 0 "
@@ -218,7 +209,7 @@ def preflight(
     """Load the data and build one model: raise what the sweep would raise, before any
     training (missing data, a model the sweep cannot handle, k copies not fitting)."""
     check(recipe, param, [0.0])
-    splits = experiment.load_data(recipe, seed).to(device)
+    splits = build.load_data(recipe, seed).to(device)
     model = build_models(recipe, splits, param, 1, seed, False).to(device)
     batch = splits.train[0][: recipe.train.batch_size]
     need = memory.check(model, batch, k, recipe, device, max_memory)
@@ -231,13 +222,8 @@ def preflight(
 
 
 def _fit(recipe, splits, models, param, values, train, seed, vary, first, on_epoch=None):
-    loader = experiment.loader(recipe, experiment.Splits(train, None, splits.test, 0), seed)
-    s = settings(
-        recipe,
-        schedule=experiment.build_schedule(recipe, len(loader)),
-        augment=experiment.build_augment(recipe, splits),
-    )
-    s.seed, s.vary, s.first, s.on_epoch = seed, vary, first, on_epoch
+    loader = build.loader(recipe, build.Splits(train, None, splits.test, 0), seed)
+    s = settings(recipe, splits, len(loader), seed, on_epoch=on_epoch, vary=vary, first=first)
     return fit_sweep(models, param, values, loader, s)
 
 

@@ -7,7 +7,7 @@ pyplot), so drawing never changes the backend of the caller's session.
 import math
 from pathlib import Path
 
-from regulab.sweep.report import _check
+from regulab.sweep.report import check_rows
 
 
 def _positions(lambdas: list[float]) -> tuple[list[float], float | None]:
@@ -57,7 +57,7 @@ def plot_path(rows: list[dict], chosen: int, path: Path, *, param: str, loss_nam
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    _check(rows, chosen)
+    check_rows(rows, chosen)
     kept = [i for i, row in enumerate(rows) if row["status"] == "completed"]
     done = [rows[i] for i in kept]
     every, x0 = _positions([row["lambda"] for row in rows])  # the axis is the whole grid's

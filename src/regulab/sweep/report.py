@@ -1,18 +1,14 @@
-"""The files of a sweep: path.csv, terminal and Markdown tables, report.md (figure: `plot`).
+"""The files of a sweep: path.csv, the table, report.md (the figure: `plot`).
 
 A path is a list of row dicts (keys PATH_COLUMNS, optionally val_loss_folds),
 one per strength in ascending order.
 """
 
-import csv
-import io
 import math
 from pathlib import Path
 
-from rich import box
-from rich.table import Table
-
-from regulab.runs import write_text
+from regulab import tables
+from regulab.runs import csv_text, write_text
 from regulab.sweep.grid import format_grid
 
 PATH_COLUMNS = (
@@ -33,7 +29,7 @@ PATH_COLUMNS = (
 NOT_CONVERGED = 0.05  # ‖w_sgd − w_closed_form‖ / ‖w_closed_form‖ above this: SGD had not converged
 
 
-def _check(rows: list[dict], chosen: int) -> None:
+def check_rows(rows: list[dict], chosen: int) -> None:
     """Raise ValueError unless rows carry PATH_COLUMNS and chosen is a completed row."""
     if not rows:
         raise ValueError("rows must hold at least one row of the path; got none")
@@ -65,33 +61,38 @@ def write_path_csv(rows: list[dict], path: Path, *, chosen: int) -> None:
 
     None is an empty cell; floats are written at full precision (nan as "nan").
     """
-    _check(rows, chosen)
+    check_rows(rows, chosen)
     folds = max(len(row.get("val_loss_folds") or ()) for row in rows)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*PATH_COLUMNS, "chosen", *(f"val_loss_fold{k + 1}" for k in range(folds))])
-    for i, row in enumerate(rows):
-        per_fold = list(row.get("val_loss_folds") or ())
-        cells = [row[c] for c in PATH_COLUMNS] + [int(i == chosen)]
-        cells += per_fold + [None] * (folds - len(per_fold))
-        writer.writerow(["" if v is None else v for v in cells])
-    write_text(path, out.getvalue())
+    fold_columns = [f"val_loss_fold{k + 1}" for k in range(folds)]
+    lines = [
+        {
+            **row,
+            "chosen": int(i == chosen),
+            **dict(zip(fold_columns, row.get("val_loss_folds") or (), strict=False)),
+        }
+        for i, row in enumerate(rows)
+    ]
+    write_text(path, csv_text(lines, [*PATH_COLUMNS, "chosen", *fold_columns]))
 
 
 def _fmt(value, spec: str = ".4g") -> str:
     return "—" if not _finite(value) else format(value, spec)
 
 
-def table_cells(rows: list[dict], chosen: int) -> tuple[list[str], list[list[str]]]:
-    """(headers, cells per row); accuracy, zeros and closed-form columns only when used."""
-    accuracy = any(row["val_accuracy"] is not None for row in rows)
-    zeros = any(_finite(row["zero_fraction"]) and row["zero_fraction"] > 0 for row in rows)
-    closed = any(relative_distance(row) is not None for row in rows)
+def rows(path_rows: list[dict], chosen: int) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells per strength) of the table, the chosen row marked with →.
+
+    Accuracy, zeros and closed-form columns appear only when the path has them.
+    """
+    check_rows(path_rows, chosen)
+    accuracy = any(row["val_accuracy"] is not None for row in path_rows)
+    zeros = any(_finite(row["zero_fraction"]) and row["zero_fraction"] > 0 for row in path_rows)
+    closed = any(relative_distance(row) is not None for row in path_rows)
     headers = ["", "λ", "train loss", "val loss ± SE", "test loss"]
     headers += ["val acc", "test acc"] * accuracy + ["‖w‖"] + ["zeros"] * zeros
     headers += ["‖w − w_cf‖ / ‖w_cf‖"] * closed
     table = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(path_rows):
         val = _fmt(row["val_loss"])
         if _finite(row["val_loss_se"]) and _finite(row["val_loss"]):
             val += f" ± {row['val_loss_se']:.2g}"
@@ -119,30 +120,20 @@ def _thin(n: int, chosen: int, max_rows: int) -> list[int]:
     return sorted({0, n - 1, *range(lo, lo + k)})
 
 
-def rich_table(rows: list[dict], chosen: int, max_rows: int = 12) -> Table:
-    """The path as a rich Table, the chosen row marked; longer paths thinned around it."""
-    _check(rows, chosen)
+def rich_table(path_rows: list[dict], chosen: int, max_rows: int = 12):
+    """The table as a rich Table, the chosen row in bold; longer paths thinned around it."""
+    headers, cells = rows(path_rows, chosen)
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 3:
         raise ValueError(f"max_rows must be an integer >= 3; got {max_rows!r}")
-    headers, cells = table_cells(rows, chosen)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    for i, name in enumerate(headers):
-        table.add_column(name, justify="right" if i > 1 else "left", no_wrap=True)
-    shown = _thin(len(rows), chosen, max_rows)
-    for j, i in enumerate(shown):
-        if j and i != shown[j - 1] + 1:
-            table.add_row("", "…", *[""] * (len(headers) - 2), style="dim")
-        table.add_row(*cells[i], style="bold" if i == chosen else None)
-    return table
-
-
-def markdown_table(rows: list[dict], chosen: int) -> str:
-    """The path as a Markdown table, every row, the chosen one marked with →."""
-    _check(rows, chosen)
-    headers, cells = table_cells(rows, chosen)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
+    shown, styles = [], []
+    kept = _thin(len(cells), chosen, max_rows)
+    for j, i in enumerate(kept):
+        if j and i != kept[j - 1] + 1:
+            shown.append(["", "…", *[""] * (len(headers) - 2)])
+            styles.append("dim")
+        shown.append(cells[i])
+        styles.append("bold" if i == chosen else None)
+    return tables.rich_table(headers, shown, left=2, styles=styles)
 
 
 def _change(value: float, ref: float) -> str:
@@ -233,12 +224,12 @@ def findings(
     return notes
 
 
-def report_markdown(summary: dict, rows: list[dict], figure: str = "path.png") -> str:
+def markdown(summary: dict, path_rows: list[dict], figure: str = "path.png") -> str:
     """report.md of a sweep: what was swept, the chosen lambda, findings, figure, table."""
     chosen, param, rule = summary["best_index"], summary["param"], summary["rule"]
     underdetermined = bool(summary.get("more_inputs_than_examples"))
-    _check(rows, chosen)
-    row = rows[chosen]
+    check_rows(path_rows, chosen)
+    row = path_rows[chosen]
     how = {
         "min": "the lowest validation loss",
         "one_se": "the largest λ within one standard error of the lowest validation loss",
@@ -258,16 +249,14 @@ def report_markdown(summary: dict, rows: list[dict], figure: str = "path.png") -
         "",
         f"## Chosen λ = {row['lambda']:.4g}",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *(f"| {k} | {v:.4g} |" for k, v in metrics),
+        tables.markdown_table(["metric", "value"], [[k, f"{v:.4g}"] for k, v in metrics]),
         "",
-        *(note + "\n" for note in findings(rows, chosen, rule, underdetermined)),
+        *(note + "\n" for note in findings(path_rows, chosen, rule, underdetermined)),
         f"![validation, test and train loss and ‖w‖ against λ]({figure})",
         "",
         "## All strengths",
         "",
-        markdown_table(rows, chosen),
+        tables.markdown_table(*rows(path_rows, chosen)),
         "",
         "val loss ± SE: standard error over folds (k-fold) or over validation examples "
         "(holdout); → marks the chosen λ.",

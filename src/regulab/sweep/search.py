@@ -13,7 +13,7 @@ The test split never takes part in the choice: the rule reads `val_loss` and
 
 import time
 
-from regulab import config
+from regulab import recipe as recipes
 from regulab.sweep import path, select
 from regulab.sweep.grid import parse_grid
 
@@ -63,15 +63,15 @@ class LambdaSearch:
         self.device = device
         self.max_memory = max_memory
 
-    def resolved(self) -> tuple[config.Recipe, list[float]]:
+    def resolved(self) -> tuple[recipes.Recipe, list[float]]:
         """The recipe object and the sorted grid, checked (no training)."""
         recipe = self.recipe
-        if not isinstance(recipe, config.Recipe):
-            recipe = config.load(recipe)
+        if not isinstance(recipe, recipes.Recipe):
+            recipe = recipes.load(recipe)
         if recipe.variants:
-            raise config.RecipeError(
+            raise recipes.RecipeError(
                 f"recipe {recipe.name!r} has variants ({', '.join(recipe.variants)}); a sweep "
-                "runs one recipe: pass regulab.config.expand(recipe)[NAME] (CLI: --variant NAME)"
+                "runs one recipe: pass regulab.recipes.expand(recipe)[NAME] (CLI: --variant NAME)"
             )
         values = (
             parse_grid(self.grid)
@@ -105,7 +105,7 @@ class LambdaSearch:
         recipe, values = self.resolved()
         started = time.perf_counter()
         kwargs = {
-            "recipe": config.to_dict(recipe),
+            "recipe": recipes.to_dict(recipe),
             "param": self.param,
             "seed": self.seed,
             "folds": self.folds,

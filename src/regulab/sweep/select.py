@@ -10,6 +10,8 @@ never takes part.
 
 import math
 
+from regulab.errors import NothingToChoose
+
 RULES = ("min", "one_se")
 
 
@@ -17,10 +19,6 @@ def _usable(row: dict) -> bool:
     """True if the row completed and has a finite validation loss."""
     loss = row.get("val_loss")
     return row.get("status") == "completed" and loss is not None and math.isfinite(loss)
-
-
-class NothingToChoose(ValueError):
-    """Every strength diverged: no validation loss to choose by."""
 
 
 def choose(rows: list[dict], rule: str = "min") -> int:

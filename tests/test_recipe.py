@@ -1,4 +1,5 @@
-"""Recipes: the shipped TOML files, typed loading, `--set` overrides, value checks, defaults."""
+"""Recipes: the shipped TOML files, typed loading, `--set` overrides, value checks, defaults,
+and docs/recipes.md, whose reference part is generated from the schema."""
 
 import inspect
 import re
@@ -7,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from regulab import config
-from regulab.config import RecipeError
+from regulab import recipe as recipes
+from regulab.recipe import RecipeError, schema
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
 
 # the variants each shipped recipe expands to, in file order
 EXPECTED_VARIANTS = {
@@ -53,7 +55,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 def diff(a, b) -> dict:
     """{"section.key": (value in a, value in b)} where the two recipes differ."""
-    fa, fb = flat(config.to_dict(a)), flat(config.to_dict(b))
+    fa, fb = flat(recipes.to_dict(a)), flat(recipes.to_dict(b))
     assert fa.keys() == fb.keys()
     return {k: (fa[k], fb[k]) for k in fa if fa[k] != fb[k]}
 
@@ -61,7 +63,7 @@ def diff(a, b) -> dict:
 def error(tmp_path, text, overrides=()) -> str:
     """The message of the RecipeError that loading text (with overrides) raises."""
     with pytest.raises(RecipeError) as info:
-        config.load(write(tmp_path, text), list(overrides))
+        recipes.load(write(tmp_path, text), list(overrides))
     return str(info.value)
 
 
@@ -74,21 +76,21 @@ def test_every_shipped_recipe_is_listed_here():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_VARIANTS))
 def test_shipped_recipe_loads_and_expands(name):
-    recipe = config.load(RECIPES / f"{name}.toml")
+    recipe = recipes.load(RECIPES / f"{name}.toml")
     assert recipe.name == name
     assert recipe.description  # one line for the report
-    runs = config.expand(recipe)
+    runs = recipes.expand(recipe)
     assert list(runs) == EXPECTED_VARIANTS[name]
     for run in runs.values():
         assert run.variants == {}
         assert run.name == name
-        config.check(run)
+        recipes.check(run)
         # what config.json stores reads back as the same recipe (resume relies on it)
-        assert config.from_dict(config.to_dict(run)) == run
+        assert recipes.from_dict(recipes.to_dict(run)) == run
 
 
 def test_dropout_mlp_fashion_is_the_classic_experiment():
-    (r,) = config.expand(config.load(RECIPES / "dropout_mlp_fashion.toml")).values()
+    (r,) = recipes.expand(recipes.load(RECIPES / "dropout_mlp_fashion.toml")).values()
     assert r.data.name == "fashion_mnist"
     assert (r.model.name, r.model.hidden, r.model.dropout) == ("mlp", [256, 256], [0.2, 0.5])
     assert (r.optim.name, r.optim.lr, r.optim.weight_decay) == ("sgd", 0.5, 0.0)
@@ -97,7 +99,7 @@ def test_dropout_mlp_fashion_is_the_classic_experiment():
 
 
 def test_slim_vgg_fashion_is_a_sparsity_trained_vgg():
-    (r,) = config.expand(config.load(RECIPES / "slim_vgg_fashion.toml")).values()
+    (r,) = recipes.expand(recipes.load(RECIPES / "slim_vgg_fashion.toml")).values()
     assert (r.data.name, r.model.name) == ("fashion_mnist", "vgg_bn")
     assert r.model.cfg == [32, "M", 64, "M", 128, "M", 256, "M"]
     assert (r.slim.sparsity, r.slim.sparsity_mode, r.slim.score) == (1e-3, "subgradient", "gamma")
@@ -109,7 +111,7 @@ def test_slim_vgg_fashion_is_a_sparsity_trained_vgg():
 
 
 def test_compare_fashion_variants_differ_only_in_their_regularizer():
-    runs = config.expand(config.load(RECIPES / "compare_fashion.toml"))
+    runs = recipes.expand(recipes.load(RECIPES / "compare_fashion.toml"))
     base = runs["none"]
     assert base.data.name == "fashion_mnist"
     assert base.data.val_fraction == 0.1  # early stopping needs it, so every variant has it
@@ -127,7 +129,7 @@ def test_compare_fashion_variants_differ_only_in_their_regularizer():
 
 
 def test_lr_decay_l2_is_inverse_sqrt_against_constant():
-    runs = config.expand(config.load(RECIPES / "lr_decay_l2.toml"))
+    runs = recipes.expand(recipes.load(RECIPES / "lr_decay_l2.toml"))
     constant, decay = runs["constant"], runs["inverse_sqrt"]
     d = constant.data
     assert (d.name, d.n, d.test_fraction, d.val_fraction) == ("line", 100, 0.2, 0.0)
@@ -140,7 +142,7 @@ def test_lr_decay_l2_is_inverse_sqrt_against_constant():
 
 
 def test_weight_decay_linear_is_lambda_0_against_3():
-    runs = config.expand(config.load(RECIPES / "weight_decay_linear.toml"))
+    runs = recipes.expand(recipes.load(RECIPES / "weight_decay_linear.toml"))
     r0, r3 = runs["lambda_0"], runs["lambda_3"]
     d = r0.data
     assert (d.name, d.n_train, d.n_test, d.num_inputs) == ("synthetic_linear", 20, 100, 200)
@@ -149,8 +151,8 @@ def test_weight_decay_linear_is_lambda_0_against_3():
 
 
 def test_a_recipe_without_variants_is_one_run_named_after_the_file(tmp_path):
-    recipe = config.load(write(tmp_path, "[data]\nname = 'digits'\n", "my_recipe.toml"))
-    runs = config.expand(recipe)
+    recipe = recipes.load(write(tmp_path, "[data]\nname = 'digits'\n", "my_recipe.toml"))
+    runs = recipes.expand(recipe)
     assert list(runs) == ["my_recipe"]
     assert runs["my_recipe"] == recipe
 
@@ -225,10 +227,10 @@ def test_wrong_type_names_file_key_expected_type_and_value(tmp_path, text, key, 
 
 
 def test_an_integer_is_accepted_for_a_float_and_converted(tmp_path):
-    r = config.load(write(tmp_path, DIGITS.replace("lr = 0.5", "lr = 1\nmomentum = 0")))
+    r = recipes.load(write(tmp_path, DIGITS.replace("lr = 0.5", "lr = 1\nmomentum = 0")))
     assert type(r.optim.lr) is float and r.optim.lr == 1.0
     assert type(r.optim.momentum) is float
-    r = config.load(write(tmp_path, DIGITS), ["model.dropout=[0, 0.5]"])
+    r = recipes.load(write(tmp_path, DIGITS), ["model.dropout=[0, 0.5]"])
     assert [type(p) for p in r.model.dropout] == [float, float]
 
 
@@ -260,14 +262,14 @@ def test_a_wrong_type_in_a_variant_names_the_variant(tmp_path):
     ],
 )
 def test_set_overrides_a_value_with_its_type(tmp_path, text, section, key, value):
-    r = config.load(write(tmp_path, DIGITS), [text])
+    r = recipes.load(write(tmp_path, DIGITS), [text])
     got = getattr(getattr(r, section), key)
     assert got == value
     assert type(got) is type(value)
 
 
 def test_set_applies_after_the_file_and_in_order(tmp_path):
-    r = config.load(write(tmp_path, DIGITS), ["optim.lr=0.2", "optim.lr=0.3", "optim.name=adam"])
+    r = recipes.load(write(tmp_path, DIGITS), ["optim.lr=0.2", "optim.lr=0.3", "optim.name=adam"])
     assert (r.optim.lr, r.optim.name) == (0.3, "adam")
     assert r.model.hidden == [16, 16]  # untouched values stay as the file has them
 
@@ -359,6 +361,134 @@ def test_check_names_file_key_allowed_values_and_value(tmp_path, overrides, expe
     assert expected in msg
 
 
+# one value outside what the field declares -> the message; every declared rule appears here
+OUTSIDE = [
+    ("data.name", "cifar10", "one of fashion_mnist, mnist, digits, synthetic_linear, line"),
+    ("data.val_fraction", 1.0, "in [0, 1)"),
+    ("data.test_fraction", 0.0, "in (0, 1)"),
+    ("data.seed", -1, "an integer >= 0"),
+    ("data.n_train", 0, "an integer >= 1"),
+    ("data.n_test", 0, "an integer >= 1"),
+    ("data.num_inputs", 0, "an integer >= 1"),
+    ("data.n", 0, "an integer >= 1"),
+    ("model.name", "transformer", "one of linear, mlp, vgg_bn, resnet_bn"),
+    ("model.dropout", [0.5, 1.0], "probabilities in [0, 1)"),
+    ("model.activation", "swish", "one of relu, gelu, tanh"),
+    ("model.drop_block_size", 0, "an integer >= 1"),
+    ("model.init", "xavier", "one of default, normal"),
+    ("optim.name", "lbfgs", "one of sgd, adam, adamw"),
+    ("optim.lr", float("nan"), "a finite number > 0"),
+    ("optim.momentum", -0.9, "a finite number >= 0"),
+    ("optim.weight_decay", float("inf"), "a finite number >= 0"),
+    ("penalty.l2", -1.0, "a finite number >= 0"),
+    ("penalty.l1", float("nan"), "a finite number >= 0"),
+    ("penalty.l1_mode", "hard", "one of subgradient, proximal"),
+    ("penalty.max_norm", -2.0, "a finite number >= 0"),
+    ("penalty.max_norm_dim", -2, "-1 or a dimension >= 0"),
+    (
+        "schedule.name",
+        "cyclic",
+        "one of constant, inverse_sqrt, inverse_time, step, exponential, cosine",
+    ),
+    ("schedule.gamma", -0.1, "a finite number >= 0"),
+    ("schedule.decay_rate", float("-inf"), "a finite number >= 0"),
+    ("schedule.decay_steps", 0, "an integer >= 1"),
+    ("schedule.step_size", -5, "an integer >= 1"),
+    ("early_stopping.patience", -1, "an integer >= 0"),
+    ("early_stopping.monitor", "train_loss", "one of val_loss, val_accuracy"),
+    ("early_stopping.min_delta", -1e-3, "a finite number >= 0"),
+    ("augment.hflip", -0.5, "a finite number >= 0"),
+    ("augment.hflip", 1.5, "a probability in [0, 1]"),
+    ("augment.random_crop", -1, "an integer >= 0"),
+    ("augment.cutout", -4, "an integer >= 0"),
+    ("augment.gaussian_noise", float("inf"), "a finite number >= 0"),
+    ("slim.sparsity", -1e-4, "a finite number >= 0"),
+    ("slim.sparsity_mode", "hard", "one of subgradient, proximal"),
+    ("slim.ratios", [], "a non-empty list of numbers in [0, 1)"),
+    ("slim.ratios", [0.5, 1.0], "a non-empty list of numbers in [0, 1)"),
+    ("slim.passes", 0, "an integer >= 1"),
+    ("slim.finetune_epochs", -1, "an integer >= 0"),
+    ("slim.min_channels", 0, "an integer >= 1"),
+    ("slim.max_layer_ratio", 0.0, "a number in (0, 1]"),
+    ("slim.score", "l2", "one of gamma, normalized"),
+    ("train.epochs", 0, "an integer >= 1"),
+    ("train.batch_size", 0, "an integer >= 1"),
+    ("train.loss", "hinge", "one of cross_entropy, mse, half_mse"),
+    ("train.seed", -1, "an integer >= 0"),
+    ("train.clip_grad_norm", -1.0, "a finite number >= 0"),
+    ("train.eval_train", -1, "an integer >= 0"),
+    ("train.keep_checkpoints", 0, "an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), OUTSIDE, ids=[o[0] for o in OUTSIDE])
+def test_a_value_outside_the_declared_rule_names_key_rule_and_value(key, value, allowed):
+    section, name = key.split(".")
+    raw = {"data": {"name": "digits"}, "model": {"hidden": [16, 16]}}
+    raw.setdefault(section, {})[name] = value
+    with pytest.raises(RecipeError) as info:
+        recipes.from_dict(raw, source="r.toml")
+    assert str(info.value) == f"r.toml: {key} must be {allowed}; got {value!r}"
+
+
+def test_every_declared_rule_is_tried_above():
+    declared = {
+        (f"{section}.{f.name}", rule.text)
+        for section, cls in recipes.SECTIONS.items()
+        for f in fields(cls)
+        for rule in f.metadata.get("allowed", ())
+    }
+    assert declared == {(key, allowed) for key, _, allowed in OUTSIDE}
+
+
+def test_the_name_lists_other_modules_import_are_what_the_fields_allow():
+    def allowed(cls, name):
+        (rule,) = next(f for f in fields(cls) if f.name == name).metadata["allowed"]
+        return rule.text
+
+    assert allowed(schema.Data, "name") == "one of " + ", ".join(schema.DATASETS)
+    assert allowed(schema.Model, "name") == "one of " + ", ".join(schema.MODELS)
+    assert allowed(schema.Optim, "name") == "one of " + ", ".join(schema.OPTIMIZERS)
+    assert allowed(schema.Schedule, "name") == "one of " + ", ".join(schema.SCHEDULES)
+    assert allowed(schema.Train, "loss") == "one of " + ", ".join(schema.LOSSES)
+    for param, key in schema.SWEEPABLE.items():
+        section, name = key.split(".")
+        assert name in {f.name for f in fields(recipes.SECTIONS[section])}, param
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"data": {"name": "line"}, "model": {"name": "vgg_bn"}, "train": {"loss": "mse"}},
+            "model.name must be linear or mlp for line (vector inputs); got 'vgg_bn'",
+        ),
+        (
+            {"data": {"name": "digits"}, "slim": {"sparsity": 1e-4}},
+            "slim.sparsity acts on BatchNorm scales, and model.name 'mlp' has none "
+            "(use vgg_bn or resnet_bn); got 0.0001",
+        ),
+        (
+            {
+                "data": {"name": "synthetic_linear"},
+                "train": {"loss": "half_mse"},
+                "early_stopping": {"patience": 2, "monitor": "val_accuracy"},
+            },
+            "early_stopping.monitor must be val_loss for the regression data set "
+            "synthetic_linear (it has no accuracy); got 'val_accuracy'",
+        ),
+        (  # a field's own rule is tested before the rules that join fields
+            {"data": {"name": "line"}, "model": {"name": "vgg_bn"}, "optim": {"lr": 0.0}},
+            "optim.lr must be a finite number > 0; got 0.0",
+        ),
+    ],
+)
+def test_rules_that_join_fields(raw, expected):
+    with pytest.raises(RecipeError) as info:
+        recipes.from_dict(raw, source="r.toml")
+    assert str(info.value) == f"r.toml: {expected}"
+
+
 def test_check_applies_to_each_variant_at_load(tmp_path):
     msg = error(tmp_path, DIGITS + "[variants.ok]\n[variants.bad]\noptim.lr = -1\n")
     assert msg.startswith(f"{tmp_path / 'r.toml'}: [variants.bad] ")
@@ -366,7 +496,7 @@ def test_check_applies_to_each_variant_at_load(tmp_path):
 
 
 def test_early_stopping_with_a_validation_set_is_fine(tmp_path):
-    r = config.load(write(tmp_path, DIGITS), ["early_stopping.patience=3"])
+    r = recipes.load(write(tmp_path, DIGITS), ["early_stopping.patience=3"])
     assert r.early_stopping.patience == 3
 
 
@@ -380,20 +510,20 @@ def test_invalid_toml_names_the_file(tmp_path):
 
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(RecipeError, match="does not exist") as info:
-        config.load(tmp_path / "nope.toml")
+        recipes.load(tmp_path / "nope.toml")
     assert str(tmp_path / "nope.toml") in str(info.value)
 
 
 def test_a_folder_is_not_a_recipe(tmp_path):
     with pytest.raises(RecipeError, match="cannot be read") as info:
-        config.load(tmp_path)
+        recipes.load(tmp_path)
     assert str(tmp_path) in str(info.value)
 
 
 # --- defaults (STYLE rule 5) -----------------------------------------------------------------
 
 
-DATACLASSES = [config.Recipe, *config.SECTIONS.values()]
+DATACLASSES = [recipes.Recipe, *recipes.SECTIONS.values()]
 
 
 @pytest.mark.parametrize("cls", DATACLASSES, ids=lambda c: c.__name__)
@@ -409,7 +539,24 @@ def test_every_field_has_a_default_and_a_comment(cls):
 
 
 def test_the_default_recipe_passes_the_checks():
-    r = config.Recipe()
-    config.check(r)
+    r = recipes.Recipe()
+    recipes.check(r)
     assert r.model.hidden == [256, 256]
-    assert config.Recipe().model.hidden is not r.model.hidden  # no shared mutable defaults
+    assert recipes.Recipe().model.hidden is not r.model.hidden  # no shared mutable defaults
+
+
+# --- docs/recipes.md -------------------------------------------------------------------------
+
+
+def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
+    docs = (ROOT / "docs" / "recipes.md").read_text()
+    generated = schema.markdown()
+    assert docs.endswith("\n" + generated), (
+        "docs/recipes.md is out of date: replace its part from '## Reference' on with the output "
+        "of: python -c 'from regulab.recipe import schema; print(schema.markdown(), end=\"\")'"
+    )
+    for section, cls in recipes.SECTIONS.items():
+        assert f"### [{section}]" in generated
+        for f in fields(cls):
+            assert f"| `{f.name}` |" in generated, f"{section}.{f.name}"
+    assert generated.count("\n- ") == len(schema.JOINT_RULES)

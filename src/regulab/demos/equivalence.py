@@ -6,10 +6,9 @@ lam * ||w||^2 / 2 (the soft penalty, solved by gradient descent with `Penalty`)
 have the same solution when lam is the multiplier of the constraint, i.e. the lam
 at which the penalized solution has ||w||^2 = theta. That lam is found by
 bisection on the closed-form ridge solution, which shrinks monotonically in lam
-(Goodfellow, Bengio & Courville, Deep Learning, section 7.2).
+(Goodfellow, Bengio & Courville, Deep Learning, section 7.2). Its table, CSV
+and report.md are in `equivalence_report`.
 """
-
-import csv
 
 import torch
 
@@ -160,94 +159,3 @@ def experiment(
         row["fraction"] = f
     info = {"seed": seed, "n_train": n_train, "num_inputs": num_inputs, "ls_norm_sq": ls_norm_sq}
     return rows, info
-
-
-def write_csv(rows: list[dict], path) -> None:
-    """One line per theta with the COLUMNS."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _table_rows(rows):
-    for r in rows:
-        yield (
-            f"{r['theta']:.4g}",
-            f"{r['lambda']:.4g}",
-            f"{r['w_norm_sq_hard']:.4g}",
-            f"{r['w_norm_sq_soft']:.4g}",
-            f"{r['max_abs_diff_w']:.1e}",
-            f"{r['rel_diff_w']:.1e}",
-            f"{r['steps_hard']} / {r['steps_soft']}"
-            + ("" if r["converged"] else " (not converged)"),
-        )
-
-
-HEADERS = ("θ", "λ", "‖w‖² hard", "‖w‖² soft", "max abs Δw", "Δw / max abs w", "steps hard/soft")
-
-
-def rich_table(rows):
-    """The comparison as a rich Table for the terminal."""
-    from rich.table import Table
-
-    table = Table(title="‖w‖² ≤ θ (projection) vs λ‖w‖²/2 (penalty)")
-    for h in HEADERS:
-        table.add_column(h, justify="right")
-    for row in _table_rows(rows):
-        table.add_row(*row)
-    return table
-
-
-def report_md(rows, info, geo, figure: str) -> str:
-    """The run's report.md: the comparison table, what it shows, and the 2-D figure."""
-    worst = max(r["rel_diff_w"] for r in rows)
-    lines = [
-        "# Soft vs hard L2 regularization",
-        "",
-        f"Data: the weight-decay demo's training set for seed {info['seed']} "
-        f"({info['n_train']} examples, {info['num_inputs']} inputs). Without a constraint "
-        f"the minimum-norm least-squares solution has ||w||^2 = {info['ls_norm_sq']:.4g}; "
-        "each theta is a fraction of it. Hard: gradient descent with `max_norm_` "
-        "projection onto ||w||^2 <= theta. Soft: gradient descent with `Penalty(l2=lambda)`, "
-        "lambda found by bisection so that the ridge solution has ||w||^2 = theta. Both "
-        "start from the demo's random initial weights and run until no weight moves by "
-        "more than 1e-13 in a step.",
-        "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---:|" * len(HEADERS),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(rows)]
-    verdict = "the same solution" if equivalent(rows) else "NOT shown to be the same solution"
-    unconverged = [r for r in rows if not r["converged"]]
-    lines += [
-        "",
-        f"Largest difference between the two solutions, relative to the largest weight: "
-        f"{worst:.1e} (tolerance {TOLERANCE:g}): {verdict}.",
-        "",
-        *(
-            [
-                "Not converged within the step limit for theta = "
-                + ", ".join(format(r["theta"], ".4g") for r in unconverged)
-                + ": near fraction 1 the "
-                "penalty is tiny and removes the random start's null-space part only slowly.",
-                "",
-            ]
-            if unconverged
-            else []
-        ),
-        "## Why L1 gives zeros and L2 only shrinks",
-        "",
-        f"![L2 ball and L1 diamond]({figure})",
-        "",
-        f"Loss (w - c)^T A (w - c) / 2 with c = {geo['center']}, A = {geo['curvature']}, "
-        f"radius r = {geo['radius']:g}. The L2-constrained optimum "
-        f"({geo['l2_optimum'][0]:.4g}, {geo['l2_optimum'][1]:.4g}) has "
-        f"{geo['l2_exact_zeros']} exact zeros; the L1-constrained optimum "
-        f"({geo['l1_optimum'][0]:.4g}, {geo['l1_optimum'][1]:.4g}) has "
-        f"{geo['l1_exact_zeros']} (proximal steps at L1 strength {geo['l1_strength']:.4g}). "
-        "Where the contours first touch the diamond at a corner, a weight is exactly zero; "
-        "a ball has no corners.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -7,17 +7,18 @@ can be resumed with `--resume`. With several variants or seeds, the runs live
 in runs/VARIANT/seed-N/ under the folder given, which gets the comparison.
 """
 
-import csv
-import io
 import json
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from regulab import compare, config, experiment, runs
-from regulab.metrics import world
-from regulab.slim.sparsity import bn_layers, gamma_histogram
+from regulab import _checks, distributed, runs
+from regulab import recipe as recipes
+from regulab.bn_sparsity import bn_layers, gamma_histogram
+from regulab.errors import RecipeError
+from regulab.recipe import build, compare
 from regulab.train import COLUMNS, fit
 
 GAMMA_BINS = 40  # bins of the |gamma| histogram recorded each epoch (BatchNorm models)
@@ -34,8 +35,8 @@ def train_recipe(recipe, seeds: list[int], out: Path, *, resume=False, progress=
     their newest checkpoint and missing ones start. `progress`, if given, is a
     rich Progress the steps are reported to.
     """
-    rank, _ = world()
-    variants = config.expand(recipe)
+    rank, _ = distributed.world()
+    variants = recipes.expand(recipe)
     single = len(variants) * len(seeds) == 1
     started = time.perf_counter()
     plan = [(v, s) for v in variants for s in seeds]
@@ -80,23 +81,24 @@ def write_comparison(out: Path, loaded, groups) -> None:
     compare.plot_curves(loaded, out / "curves.png")
     compare.write_table_csv(groups, out / "table.csv")
     rows = [{"variant": r.variant, "seed": r.seed, **h} for r in loaded for h in r.history]
-    runs.write_text(out / "metrics.csv", _csv(rows, ("variant", "seed", *COLUMNS)))
-    runs.write_text(out / "report.md", compare.report_md(groups, loaded, "curves.png"))
+    runs.write_text(out / "metrics.csv", runs.csv_text(rows, ("variant", "seed", *COLUMNS)))
+    runs.write_text(out / "report.md", compare.markdown(groups, loaded, "curves.png"))
 
 
 def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, progress=None):
     """Train one run into folder (or continue it with resume); return its summary."""
-    rank, _ = world()
+    rank, _ = distributed.world()
     summary_path = folder / "summary.json"
     if resume and summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary.get("status") in ("completed", "diverged"):
             return summary  # a diverged run would diverge again: it needs a new recipe
-    device = torch.device(_device(recipe.train.device))
+    device = torch.device(distributed.device_for(recipe.train.device))
     torch.manual_seed(seed)  # the model's initial weights
-    splits = experiment.load_data(recipe, seed).to(device)
-    parts = experiment.build(recipe, splits, seed)
-    model, loader = parts.pop("model").to(device), parts["train"]
+    splits = build.load_data(recipe, seed).to(device)
+    model = build.build_model(recipe, splits).to(device)
+    arguments = build.fit_arguments(recipe, model, splits, seed)
+    loader = arguments["train"]
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         if not (resume and (folder / "config.json").exists()):
@@ -109,7 +111,7 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
 
     def on_epoch(history):
         if rank == 0:
-            runs.write_text(folder / "metrics.csv", _csv(history.rows, COLUMNS))
+            runs.write_text(folder / "metrics.csv", runs.csv_text(history.rows, COLUMNS))
             if (
                 gammas is not None
             ):  # the |gamma| distribution over epochs (arXiv:1708.06519, fig. 4)
@@ -123,19 +125,11 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     started = time.perf_counter()
     history = fit(
         model,
-        epochs=recipe.train.epochs,
-        val=splits.val,
-        test=splits.test,
-        loss=recipe.train.loss,
-        clip_grad_norm=recipe.train.clip_grad_norm or None,
-        seed=seed,
-        eval_train=recipe.train.eval_train,
         checkpoint_dir=folder / "checkpoints",
         resume=resume,
         on_epoch=on_epoch,
         on_step=(lambda: progress.advance(task)) if task is not None else None,
-        keep_checkpoints=recipe.train.keep_checkpoints,
-        **parts,
+        **arguments,
     )
     if task is not None:
         progress.remove_task(task)
@@ -143,12 +137,12 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
         history.status, variant, seed, recipe, history, time.perf_counter() - started
     )
     if rank == 0:
-        runs.write_text(folder / "metrics.csv", _csv(history.rows, COLUMNS))
+        runs.write_text(folder / "metrics.csv", runs.csv_text(history.rows, COLUMNS))
         runs.write_json(summary_path, summary)
         loaded = compare.load_runs([folder])
         compare.plot_curves(loaded, folder / "curves.png")
         runs.write_text(
-            folder / "report.md", compare.report_md(compare.aggregate(loaded), loaded, "curves.png")
+            folder / "report.md", compare.markdown(compare.aggregate(loaded), loaded, "curves.png")
         )
     return summary
 
@@ -189,22 +183,67 @@ def _config(recipe, variant, seeds) -> dict:
         "variant": variant,
         "seed": seeds[0] if variant is not None else None,
         "seeds": seeds,
-        "recipe": config.to_dict(recipe),
+        "recipe": recipes.to_dict(recipe),
         **runs.environment(),
     }
 
 
-def _csv(rows, columns) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
-    return buf.getvalue()
 
 
-def _device(name: str) -> str:
-    rank, world_size = world()
-    if world_size > 1 and name.startswith("cuda"):
-        return f"cuda:{rank % torch.cuda.device_count()}"
-    return name
+
+def preflight(recipe, seed: int) -> None:
+    """Before anything is written or replaced: the data must be there (or downloadable), and
+    every variant must build (device, model, optimizer, loader, regularizers)."""
+    for variant in recipes.expand(recipe).values():
+        splits = build.load_checked(variant, seed)
+        try:
+            _checks.device("train.device", variant.train.device)  # a recipe's device must exist
+            build.run_parts(variant, splits, seed)
+        except ValueError as e:
+            raise RecipeError(str(e)) from e
+
+
+def train_command(recipe, seeds, out: Path, *, resume=False, overwrite=False, progress=None):
+    """`regulab train`: train into out (or continue it) under torchrun or alone; return
+    (rank, out, summary). With overwrite an earlier run at out is set aside and removed once
+    the new run has ended; if the new run crashes, the earlier one is put back."""
+    rank = distributed.init(recipe.train.device)
+    old = None
+    try:
+        out = distributed.shared_path(out)
+        if not resume:
+            runs.check_out(out, overwrite)
+            distributed.barrier()
+            if rank == 0 and overwrite and out.exists():
+                old = runs.move_aside(out)  # deleted only once the new run has ended
+        summary = train_recipe(recipe, seeds, out, resume=resume, progress=progress)
+        if old is not None:  # the new run ended (completed or diverged): it replaces the old
+            shutil.rmtree(old, ignore_errors=True)
+            old = None
+        return rank, out, summary
+    except BaseException:
+        if old is not None:
+            runs.put_back(old, out)
+        raise
+    finally:
+        distributed.destroy()
+
+
+def compare_command(loaded, out: Path, *, overwrite=False) -> dict:
+    """`regulab compare`: one report over loaded runs (`compare.load_runs`), written to out."""
+    groups = compare.aggregate(loaded)
+    with runs.run_folder(out, overwrite=overwrite) as tmp:
+        runs.write_json(
+            tmp / "config.json",
+            {"command": "compare", "runs": [str(r.path) for r in loaded], **runs.environment()},
+        )
+        write_comparison(tmp, loaded, groups)
+        summary = {
+            "command": "compare",
+            "status": "completed",
+            "runs": [str(r.path) for r in loaded],
+            "final": {g["variant"]: {k: g[k] for k in compare.METRICS} for g in groups},
+            "groups": groups,
+        }
+        runs.write_json(tmp / "summary.json", summary)
+    return summary

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich import box
-from rich.table import Table
 
-from regulab.compare_plot import curve_band, plot_curves  # noqa: F401 (part of this API)
+from regulab import tables
+from regulab.recipe.compare_plot import curve_band, plot_curves  # noqa: F401 (part of this API)
 
 METRICS_HEADER = (
     "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
@@ -104,14 +103,14 @@ def _history(path: Path) -> list[dict]:
         with file.open(newline="") as f:
             reader = csv.reader(f)
             header = next(reader, [])
-            rows = list(enumerate(reader, start=2))
+            body = list(enumerate(reader, start=2))
     except OSError as e:
         raise ValueError(f"cannot read '{file}' ({e.strerror}); {EXPECTED}") from None
     missing = [c for c in METRICS_HEADER.split(",") if c not in header]
     if missing:
         raise ValueError(f"'{file}' lacks the columns {missing}; expected {METRICS_HEADER}")
     history = []
-    for line, cells in rows:
+    for line, cells in body:
         if len(cells) != len(header):
             raise ValueError(
                 f"'{file}' line {line} has {len(cells)} cells; expected {len(header)}, one per "
@@ -223,7 +222,7 @@ def aggregate(runs: list[Run]) -> list[dict]:
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.label, []).append(run)
-    rows = []
+    out = []
     for label, members in groups.items():
         done = [r for r in members if r.status == "completed"]
         statuses = dict(Counter(r.status for r in members))
@@ -236,8 +235,8 @@ def aggregate(runs: list[Run]) -> list[dict]:
             ]
         for name, values in per_run.items():
             row[name], row[f"{name}_std"] = _mean_std([v for v in values if v is not None])
-        rows.append(row)
-    return rows
+        out.append(row)
+    return out
 
 
 def _pm(group: dict, key: str) -> str:
@@ -254,27 +253,15 @@ def _cell(group: dict, name: str, key: str | None) -> str:
     return group["variant"] if key is None else _pm(group, key)
 
 
-def table_rows(groups: list[dict]) -> list[tuple[str, ...]]:
-    """The aggregate rows as text cells, "mean ± std" and "—" where not measured."""
-    return [tuple(_cell(g, name, key) for name, key in TABLE_COLUMNS) for g in groups]
+def rows(groups: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells per group) of the table: "mean ± std", "—" where not measured."""
+    headers = [name for name, _ in TABLE_COLUMNS]
+    return headers, [[_cell(g, name, key) for name, key in TABLE_COLUMNS] for g in groups]
 
 
-def rich_table(groups: list[dict]) -> Table:
-    """The aggregate rows as a rich Table for the terminal."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    for i, (name, _) in enumerate(TABLE_COLUMNS):
-        table.add_column(name, justify="right" if i else "left", no_wrap=True)
-    for row in table_rows(groups):
-        table.add_row(*row)
-    return table
-
-
-def markdown_table(groups: list[dict]) -> str:
-    """The aggregate rows as a Markdown table."""
-    names = [name for name, _ in TABLE_COLUMNS]
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(groups)]
-    return "\n".join(lines)
+def rich_table(groups: list[dict]):
+    """The table as a rich Table for the terminal."""
+    return tables.rich_table(*rows(groups))
 
 
 def write_table_csv(groups: list[dict], path: Path) -> None:
@@ -335,14 +322,14 @@ def findings(groups: list[dict], runs: list[Run]) -> list[str]:
     return text
 
 
-def report_md(groups: list[dict], runs: list[Run], figure: str = "curves.png") -> str:
-    """The comparison report in Markdown: table, findings, figure and the runs compared."""
+def markdown(groups: list[dict], runs: list[Run], figure: str = "curves.png") -> str:
+    """report.md of a comparison: table, findings, figure and the runs compared."""
     variants = ", ".join(g["variant"] for g in groups)
     excluded = any(r.status != "completed" for r in runs)
     lines = [
         f"# Comparison of {len(runs)} run{'s' if len(runs) != 1 else ''}: {variants}",
         "",
-        markdown_table(groups),
+        tables.markdown_table(*rows(groups)),
         "",
         f"Final metrics: {TABLE_NOTE}."
         + (' Seeds reads "2 of 3" when a run did not complete.' if excluded else ""),

@@ -140,7 +140,7 @@ def sweep(cfg: DemoConfig, grid: str = "0,logspace(-3,2,32)", folds: int = 5, se
     takes no part); every lambda of grid trains in one vectorized run
     (`regulab.sweep`). Returns the fitted `LambdaSearch`.
     """
-    from regulab.config import from_dict
+    from regulab.recipe import from_dict
     from regulab.sweep.search import LambdaSearch
 
     recipe = from_dict(

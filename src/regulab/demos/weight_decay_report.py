@@ -1,4 +1,4 @@
-"""Tables, plots and the Markdown report of the weight-decay demo.
+"""The table, plots and report.md of the weight-decay demo.
 
 matplotlib is imported only when a figure is drawn, and through its object API
 (no pyplot), so drawing never changes the backend of the caller's session.
@@ -7,46 +7,34 @@ matplotlib is imported only when a figure is drawn, and through its object API
 import csv
 from pathlib import Path
 
-from rich import box
-from rich.table import Table
+from regulab import tables
 
 TABLE_NOTE = "last epoch; mean ± std over seeds; loss = mean squared error / 2"
 TABLE_COLUMNS = ("λ", "seeds", "‖w‖", "train loss", "test loss", "gap (test − train)")
 
 
-def table_rows(summary: list[dict]) -> list[tuple[str, ...]]:
-    """Format the per-lambda summary as text rows (mean ± std over seeds)."""
-    rows = []
+def rows(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(headers, cells per lambda) of the table: mean ± std over seeds."""
+    cells = []
     for r in summary:
         gap = r["test_loss_mean"] - r["train_loss_mean"]
-        rows.append(
-            (
+        cells.append(
+            [
                 f"{r['lambda']:g}",
                 str(r["seeds"]),
                 f"{r['w_norm_mean']:.3g} ± {r['w_norm_std']:.2g}",
                 f"{r['train_loss_mean']:.3g} ± {r['train_loss_std']:.2g}",
                 f"{r['test_loss_mean']:.3g} ± {r['test_loss_std']:.2g}",
                 f"{gap:.3g}",
-            )
+            ]
         )
-    return rows
+    return list(TABLE_COLUMNS), cells
 
 
-def rich_table(summary: list[dict]) -> Table:
-    """The summary as a rich Table for the terminal."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    for i, name in enumerate(TABLE_COLUMNS):
-        table.add_column(name.split(" (")[0], justify="right" if i else "left", no_wrap=True)
-    for row in table_rows(summary):
-        table.add_row(*row)
-    return table
-
-
-def markdown_table(summary: list[dict]) -> str:
-    """The summary as a Markdown table."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary)]
-    return "\n".join(lines)
+def rich_table(summary: list[dict]):
+    """The table as a rich Table for the terminal, headers without their parenthesis."""
+    headers, cells = rows(summary)
+    return tables.rich_table([name.split(" (")[0] for name in headers], cells)
 
 
 def findings(summary: list[dict], n_train: int, num_inputs: int) -> str:
@@ -89,7 +77,7 @@ def findings(summary: list[dict], n_train: int, num_inputs: int) -> str:
     return text
 
 
-def plot_curves(rows: list[dict], path: Path):
+def plot_curves(history: list[dict], path: Path):
     """Train and test loss against epoch (log y), one panel per lambda.
 
     Lines are the mean over seeds; the shaded band spans the smallest to the
@@ -100,12 +88,12 @@ def plot_curves(rows: list[dict], path: Path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    lambdas = sorted({r["lambda"] for r in rows})
+    lambdas = sorted({r["lambda"] for r in history})
     fig = Figure(figsize=(4.2 * len(lambdas), 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(lambdas), sharey=True, squeeze=False)[0]
     for ax, lam in zip(axes, lambdas, strict=True):
-        mine = [r for r in rows if r["lambda"] == lam]
+        mine = [r for r in history if r["lambda"] == lam]
         seeds = sorted({r["seed"] for r in mine})
         epochs = sorted({r["epoch"] for r in mine})
         for metric, label, color in (("train_loss", "train", "C0"), ("test_loss", "test", "C1")):
@@ -122,23 +110,23 @@ def plot_curves(rows: list[dict], path: Path):
     return fig
 
 
-def write_metrics_csv(rows: list[dict], path: Path) -> None:
-    """Write rows (dicts with the same keys) as CSV, floats at full precision."""
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """Write the rows of history (dicts with the same keys) as CSV, floats at full precision."""
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(history)
 
 
-def still_falling(rows: list[dict], metric: str = "test_loss", drop: float = 0.05) -> dict:
+def still_falling(history: list[dict], metric: str = "test_loss", drop: float = 0.05) -> dict:
     """Lambdas whose mean `metric` fell by more than `drop` over the last tenth of the epochs.
 
     Returns {lambda: fractional fall}; such runs had not converged when they stopped.
     """
     falling = {}
-    for lam in sorted({r["lambda"] for r in rows}):
+    for lam in sorted({r["lambda"] for r in history}):
         by_epoch: dict[int, list[float]] = {}
-        for r in rows:
+        for r in history:
             if r["lambda"] == lam:
                 by_epoch.setdefault(r["epoch"], []).append(r[metric])
         epochs = sorted(by_epoch)
@@ -151,17 +139,20 @@ def still_falling(rows: list[dict], metric: str = "test_loss", drop: float = 0.0
     return falling
 
 
-def write_report(path: Path, summary: list[dict], rows: list[dict], settings: dict, figure: str):
-    """Write report.md: what was run, the table, the figure and the findings."""
+def markdown(summary: list[dict], history: list[dict], settings: dict, figure: str) -> str:
+    """report.md of the demo: what was run, the table, the figure and the findings.
+
+    history holds one row per (lambda, seed, epoch), as `weight_decay.metric_rows` makes.
+    """
     lambdas = ", ".join(f"{r['lambda']:g}" for r in summary)
     epochs = settings["epochs"]
     notes = [
         f"At λ = {lam:g} the test loss was still falling when training stopped "
         f"({fall:.0%} lower over the last {max(1, epochs // 10)} epochs): more epochs "
         "would lower it further."
-        for lam, fall in still_falling(rows).items()
+        for lam, fall in still_falling(history).items()
     ]
-    text = "\n".join(
+    return "\n".join(
         [
             "# Weight decay on high-dimensional linear regression",
             "",
@@ -172,7 +163,7 @@ def write_report(path: Path, summary: list[dict], rows: list[dict], settings: di
             f"mean squared error / 2 + λ‖w‖²/2, for λ in {{{lambdas}}}, over {settings['seeds']} "
             "seeds each.",
             "",
-            markdown_table(summary),
+            tables.markdown_table(*rows(summary)),
             "",
             "Losses are mean squared error / 2 without the penalty, at the last epoch; ± is the "
             "sample standard deviation over seeds.",
@@ -184,4 +175,3 @@ def write_report(path: Path, summary: list[dict], rows: list[dict], settings: di
             "",
         ]
     )
-    path.write_text(text)

@@ -14,15 +14,14 @@ from torch import nn
 
 from regulab import augment as aug
 from regulab import models, schedules
-from regulab.config import Recipe, RecipeError
+from regulab.bn_sparsity import bn_scales
 from regulab.constraints import max_norm_
 from regulab.data.loader import TensorLoader
 from regulab.early_stopping import EarlyStopping
+from regulab.errors import DataUnavailable, RecipeError
 from regulab.groups import param_groups
 from regulab.penalties import Penalty, prox_l1_
-from regulab.slim.sparsity import bn_scales
-
-CLASSIFICATION_DATA = ("fashion_mnist", "mnist", "digits")
+from regulab.recipe.schema import CLASSIFICATION_DATASETS, Recipe
 
 
 @dataclass
@@ -60,8 +59,16 @@ def load_data(recipe: Recipe, seed: int) -> Splits:
         y_all = 3 * x_all[:, 0] + 5 + torch.randn(d.n, generator=g, dtype=torch.float64)
         (x, y), test = train_val_split(x_all.float(), y_all.float(), d.test_fraction, data_seed)
     train, val = train_val_split(x, y, d.val_fraction, data_seed)
-    num_classes = 10 if d.name in CLASSIFICATION_DATA else 1
+    num_classes = 10 if d.name in CLASSIFICATION_DATASETS else 1
     return Splits(train, val, test, num_classes)
+
+
+def load_checked(recipe: Recipe, seed: int) -> Splits:
+    """`load_data`, with files not found, downloads failed or corrupt files as DataUnavailable."""
+    try:
+        return load_data(recipe, seed)
+    except (OSError, ValueError) as e:
+        raise DataUnavailable(str(e)) from e
 
 
 @lru_cache(maxsize=2)
@@ -220,14 +227,14 @@ def loader(recipe: Recipe, splits: Splits, seed: int) -> TensorLoader:
     return TensorLoader(x, y, batch_size=recipe.train.batch_size, seed=seed)
 
 
-def build(recipe: Recipe, splits: Splits, seed: int) -> dict:
-    """Everything `fit` needs for one run: model, optimizer, loader and keyword arguments."""
+def run_parts(recipe: Recipe, splits: Splits, seed: int) -> dict:
+    """The recipe's model and the objects `fit` trains it with (see `training_parts`)."""
     model = build_model(recipe, splits)
-    return {"model": model, **build_training(recipe, model, splits, seed)}
+    return {"model": model, **training_parts(recipe, model, splits, seed)}
 
 
-def build_training(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) -> dict:
-    """`fit`'s optimizer, loader and keyword arguments for an existing model (e.g. a pruned one)."""
+def training_parts(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) -> dict:
+    """`fit`'s optimizer, loader, schedule, augmentation and regularizers for model."""
     optimizer = build_optimizer(recipe, model)
     train = loader(recipe, splits, seed)
     return {
@@ -237,3 +244,26 @@ def build_training(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) 
         "augment": build_augment(recipe, splits),
         **build_regularizers(recipe, model, optimizer),
     }
+
+
+def run_settings(recipe: Recipe, splits: Splits, seed: int) -> dict:
+    """`fit`'s plain settings from [train]: epochs, loss, seed, evaluation data, clipping."""
+    t = recipe.train
+    return {
+        "epochs": t.epochs,
+        "val": splits.val,
+        "test": splits.test,
+        "loss": t.loss,
+        "clip_grad_norm": t.clip_grad_norm or None,
+        "seed": seed,
+        "eval_train": t.eval_train,
+        "keep_checkpoints": t.keep_checkpoints,
+    }
+
+
+def fit_arguments(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) -> dict:
+    """Every keyword argument of `fit` for model: the one mapping from a recipe to `fit`.
+
+    `regulab train`, slim's fine-tuning and the sweep's settings all start here.
+    """
+    return {**training_parts(recipe, model, splits, seed), **run_settings(recipe, splits, seed)}

@@ -1,10 +1,16 @@
-"""Argument types of the `regulab` command: each checks one option and says what is allowed."""
+"""What every `regulab` command shares: argument types, the recipe options, progress display.
+
+Each argument type checks one option and says what is allowed. Nothing here
+imports torch at import time, so `regulab --help` appears at once.
+"""
 
 import argparse
 import math
 from pathlib import Path
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # bad input: nothing was written
+EXIT_FAILED = 1  # the run could not finish (data missing, training diverged, ...)
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,18 +65,12 @@ def out_path(text: str) -> Path:
 
 def device(text: str) -> str:
     """A torch device that exists on this machine ('cpu', 'cuda', 'cuda:1', 'mps')."""
-    import torch
+    from regulab import _checks
 
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if torch.backends.mps.is_available():
-        available.append("mps")
-    if text not in available:
-        raise argparse.ArgumentTypeError(
-            f"must be a device available on this machine ({', '.join(available)}); got {text!r}"
-        )
-    return text
+    try:
+        return _checks.device("", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from e
 
 
 def fraction_list(text: str) -> tuple[float, ...]:
@@ -104,3 +104,63 @@ def ratio_list(text: str, what: str = "") -> tuple[float, ...]:
         )
         raise argparse.ArgumentTypeError(f"must be {allowed}; got {text!r}")
     return values
+
+
+def add_out_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """--out and --overwrite, shared by every command that writes a run folder."""
+    p.add_argument(
+        "--out",
+        type=out_path,
+        metavar="DIR",
+        help=f"run folder to write (default: runs/{command}-YYYYmmdd-HHMMSS)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out if it is an earlier run folder (never any other folder)",
+    )
+
+
+def add_recipe_arguments(
+    p: argparse.ArgumentParser, command: str, *, variant: bool = True, seed: bool = True
+) -> None:
+    """The options of every command that runs a recipe: --set, --variant, --seed,
+    --data-dir and --device (declared here once), then --out and --overwrite."""
+    if variant:
+        p.add_argument("--variant", metavar="NAME", help=f"the recipe variant to {command}")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe value, checked against its type (repeatable), "
+        "e.g. --set optim.lr=0.1 --set model.dropout=[0.2,0.5]",
+    )
+    if seed:
+        p.add_argument(
+            "--seed", type=non_negative_int, help="seed (default: the recipe's train.seed)"
+        )
+    p.add_argument(
+        "--data-dir",
+        type=out_path,
+        metavar="DIR",
+        help="folder holding the data files (sets data.root; default: "
+        "$REGULAB_DATA_DIR, then ~/.cache/regulab)",
+    )
+    p.add_argument("--device", type=device, help="torch device (sets train.device)")
+    add_out_arguments(p, command)
+
+
+def progress(console, rank: int = 0, description: str = "[progress.description]{task.description}"):
+    """A rich progress bar for the terminal; silent in logs, pipes and on ranks other than 0."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        description,
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=rank != 0 or not console.is_terminal,
+    )

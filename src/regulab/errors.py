@@ -1,0 +1,49 @@
+"""Every user-facing exception of regulab, in one place (as scikit-learn's `exceptions.py`).
+
+Each message names the parameter, what is allowed and what was given. The command
+line maps them to exit codes in one table (`regulab.cli.EXIT_CODES`): bad input
+exits 2, a run that could not finish exits 1.
+"""
+
+
+class UsageError(ValueError):
+    """Command-line settings that passed the parser but not the command's own checks."""
+
+
+class RecipeError(ValueError):
+    """A recipe or override that cannot be used; the message names the file and key."""
+
+
+class RunFolderError(ValueError):
+    """The requested output folder cannot be used; the message says why and what to do."""
+
+
+class IdxError(ValueError):
+    """A file that is not a valid IDX file; the message names the file and the fault."""
+
+
+class DataUnavailable(OSError):
+    """A data set's files are missing, unreadable or corrupt, or no mirror gave them.
+
+    The message names the folder or file and says how to supply them.
+    """
+
+
+class DownloadError(DataUnavailable):
+    """No mirror gave a file with the right md5; the message lists each URL and its fault."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss or the weights stopped being finite; `epoch` says when (1-based)."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class NothingToChoose(ValueError):
+    """Every strength diverged: no validation loss to choose by."""
+
+
+class RunFailed(RuntimeError):
+    """A run could not finish for a reason other than divergence (a Ray trial failed, say)."""

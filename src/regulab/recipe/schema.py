@@ -1,0 +1,339 @@
+"""The recipe schema: one dataclass per TOML section; each field's default, unit and allowed values.
+
+A recipe has one table per section below; every field has a default, so a recipe states only
+what differs. Each field declares beside it what it allows, `default(value, *allowed)`: the names
+it may take or its range. `check` walks the dataclasses and tests every declared rule, then the
+few rules that join fields (`JOINT_RULES`). `markdown` renders all of it as the reference part of
+docs/recipes.md. `regulab.recipe.load` reads TOML files into these dataclasses.
+"""
+
+# ruff: noqa: RUF009 (`default(...)` returns a dataclasses.field, which ruff cannot see)
+
+import inspect
+import json
+import math
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+
+from regulab.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """What a field may hold: `ok(value)` holds, or the error says '<key> must be <text>'."""
+
+    text: str  # the allowed values in words, as error messages and docs/recipes.md say them
+    ok: Callable[[typing.Any], bool]  # the test, given a value of the field's type
+
+
+def one_of(*names: str) -> Allowed:
+    return Allowed("one of " + ", ".join(names), lambda v: v in names)
+
+
+def default(value, *allowed: Allowed | tuple[str, ...]):
+    """A field with its default `value` and what it allows, tested in this order by `check`.
+
+    A tuple of names stands for `one_of(*names)`; a list default is copied for each recipe.
+    """
+    rules = tuple(one_of(*a) if isinstance(a, tuple) else a for a in allowed)
+    if isinstance(value, list):
+        return field(default_factory=lambda: list(value), metadata={"allowed": rules})
+    return field(default=value, metadata={"allowed": rules})
+
+
+# Names that fields allow (other modules import these).
+CLASSIFICATION_DATASETS = ("fashion_mnist", "mnist", "digits")  # images of 10 classes
+REGRESSION_DATASETS = ("synthetic_linear", "line")  # vectors with a real-valued target
+DATASETS = CLASSIFICATION_DATASETS + REGRESSION_DATASETS
+VECTOR_MODELS = ("linear", "mlp")  # take any input as one flat vector
+BN_MODELS = ("vgg_bn", "resnet_bn")  # images only; their BatchNorm scales are what slim prunes
+MODELS = VECTOR_MODELS + BN_MODELS
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "inverse_sqrt", "inverse_time", "step", "exponential", "cosine")
+LOSSES = ("cross_entropy", "mse", "half_mse")
+L1_MODES = ("subgradient", "proximal")  # L1 as s*sign(w) in the grad, or a soft-threshold step
+
+# Ranges that fields allow; each `text` completes "<key> must be ...; got <value>".
+COUNT = Allowed("an integer >= 0", lambda v: v >= 0)
+AT_LEAST_1 = Allowed("an integer >= 1", lambda v: v >= 1)
+NONNEG = Allowed("a finite number >= 0", lambda v: 0 <= v < math.inf)
+POSITIVE = Allowed("a finite number > 0", lambda v: 0 < v < math.inf)
+PROBABILITY = Allowed("a probability in [0, 1]", lambda v: 0 <= v <= 1)
+FRACTION = Allowed("in [0, 1)", lambda v: 0 <= v < 1)
+OPEN_FRACTION = Allowed("in (0, 1)", lambda v: 0 < v < 1)
+SHARE = Allowed("a number in (0, 1]", lambda v: 0 < v <= 1)
+DIM = Allowed("-1 or a dimension >= 0", lambda v: v >= -1)
+DROPOUTS = Allowed("probabilities in [0, 1)", lambda ps: all(0 <= p < 1 for p in ps))
+RATIOS = Allowed(
+    "a non-empty list of numbers in [0, 1)", lambda rs: len(rs) > 0 and all(0 <= r < 1 for r in rs)
+)
+
+
+@dataclass
+class Data:
+    name: str = default("fashion_mnist", DATASETS)  # the data set: its inputs, classes, split
+    root: str = ""  # folder holding the files; "" = $REGULAB_DATA_DIR, then ~/.cache/regulab
+    download: bool = True  # fetch missing files from the official mirrors (md5-checked)
+    val_fraction: float = default(0.1, FRACTION)  # share of training held out for validation
+    test_fraction: float = default(0.2, OPEN_FRACTION)  # digits, line (no test set): share held out
+    seed: int = default(0, COUNT)  # seed of the train/validation(/test) split and synthetic draws
+    vary_seed: bool = False  # add the run's seed to `seed`: every seed sees fresh data
+    n_train: int = default(20, AT_LEAST_1)  # synthetic_linear: training examples
+    n_test: int = default(100, AT_LEAST_1)  # synthetic_linear: test examples
+    num_inputs: int = default(200, AT_LEAST_1)  # synthetic_linear: input features
+    n: int = default(100, AT_LEAST_1)  # line: examples of y = 3x + 5 + N(0, 1), x ~ U(0, 10)
+
+
+@dataclass
+class Model:
+    name: str = default("mlp", MODELS)  # the network (inputs and classes come from the data)
+    hidden: list[int] = default([256, 256])  # mlp: hidden layer widths
+    dropout: list[float] = default([], DROPOUTS)  # mlp: p per hidden layer; vgg_bn: [p]
+    activation: str = default("relu", ("relu", "gelu", "tanh"))  # mlp: between the layers
+    cfg: list[int | str] = default([32, "M", 64, "M", 128, "M"])  # vgg_bn: widths, "M" = max-pool
+    drop_block: float = 0.0  # vgg_bn: DropBlock drop probability (0 = off)
+    drop_block_size: int = default(3, AT_LEAST_1)  # vgg_bn: DropBlock block size, pixels
+    widths: list[int] = default([16, 32, 64])  # resnet_bn: stage widths
+    blocks: list[int] = default([2, 2, 2])  # resnet_bn: blocks per stage
+    drop_path: float = 0.0  # resnet_bn: DropPath probability of the last block (0 = off)
+    init: str = default("default", ("default", "normal"))  # PyTorch's | N(0, 1), biases 0 (demo)
+
+
+@dataclass
+class Optim:
+    name: str = default("sgd", OPTIMIZERS)  # torch.optim.SGD | Adam | AdamW
+    lr: float = default(0.1, POSITIVE)  # learning rate; gradients are means over the minibatch
+    momentum: float = default(0.0, NONNEG)  # sgd: heavy-ball momentum
+    nesterov: bool = False  # sgd: Nesterov momentum
+    betas: list[float] = default([0.9, 0.999])  # adam/adamw
+    weight_decay: float = default(0.0, NONNEG)  # sgd/adam: coupled, wd*||w||^2/2; adamw: decoupled
+    no_decay: list[str] = default([])  # extra name patterns kept undecayed
+
+
+@dataclass
+class Penalty:
+    l2: float = default(0.0, NONNEG)  # l2 * ||w||^2 / 2 on the weights (ndim >= 2), coupled
+    l1: float = default(0.0, NONNEG)  # l1 * ||w||_1 on the weights
+    l1_mode: str = default("subgradient", L1_MODES)  # proximal: soft-threshold, exact zeros
+    max_norm: float = default(0.0, NONNEG)  # constraint ||w|| <= max_norm after each step (0 = off)
+    max_norm_dim: int = default(-1, DIM)  # -1: whole tensor; 0: each output unit (torch.renorm)
+
+
+@dataclass
+class Schedule:
+    name: str = default("constant", SCHEDULES)  # lr factor, a pure function of the step
+    gamma: float = default(0.1, NONNEG)  # step, exponential: factor; inverse_sqrt: 1/sqrt(1+g^2 t)
+    decay_rate: float = default(1.0, NONNEG)  # inverse_time: 1/(1 + decay_rate * t / decay_steps)
+    decay_steps: int = default(1, AT_LEAST_1)  # inverse_time: steps per unit of decay
+    step_size: int = default(1000, AT_LEAST_1)  # step: steps between multiplications by gamma
+    warmup_steps: int = 0  # cosine: linear warmup steps
+    min_factor: float = 0.0  # cosine: final lr as a fraction of eta0
+
+
+@dataclass
+class EarlyStop:
+    patience: int = default(0, COUNT)  # epochs without improvement before stopping (0 = off)
+    monitor: str = default("val_loss", ("val_loss", "val_accuracy"))  # the metric to watch
+    min_delta: float = default(0.0, NONNEG)  # smallest change that counts as an improvement
+
+
+@dataclass
+class Augment:
+    hflip: float = default(0.0, NONNEG, PROBABILITY)  # probability of a left-right flip per image
+    random_crop: int = default(0, COUNT)  # zero-padding before a random crop back to size, pixels
+    cutout: int = default(0, COUNT)  # side of the zeroed square, pixels (0 = off)
+    gaussian_noise: float = default(0.0, NONNEG)  # std of added noise, normalized input units
+
+
+@dataclass
+class Slim:
+    sparsity: float = default(0.0, NONNEG)  # s*sum|gamma|, BN scales (paper: VGG 1e-4, ResNet 1e-5)
+    sparsity_mode: str = default("subgradient", L1_MODES)  # proximal: soft-threshold, exact zeros
+    ratios: list[float] = default([0.5], RATIOS)  # slim: shares of channels cut
+    passes: int = default(1, AT_LEAST_1)  # slim: rounds of pruning ratio of the rest + fine-tuning
+    finetune_epochs: int = default(10, COUNT)  # slim: fine-tuning epochs after a prune (0 = none)
+    min_channels: int = default(1, AT_LEAST_1)  # slim: fewest channels a layer (group) keeps
+    max_layer_ratio: float = default(1.0, SHARE)  # slim: largest share of one layer's channels cut
+    score: str = default("gamma", ("gamma", "normalized"))  # slim: raw |gamma| (paper) or per layer
+
+
+@dataclass
+class Train:
+    epochs: int = default(10, AT_LEAST_1)  # passes over the training set
+    batch_size: int = default(256, AT_LEAST_1)  # examples per step (global, over all processes)
+    loss: str = default("cross_entropy", LOSSES)  # half_mse = mse / 2
+    seed: int = default(0, COUNT)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    clip_grad_norm: float = default(0.0, NONNEG)  # max total gradient norm (0 = off)
+    eval_train: int = default(10000, COUNT)  # train examples re-evaluated in eval mode (0: running)
+    keep_checkpoints: int = default(1, AT_LEAST_1)  # newest checkpoints kept in the run folder
+
+
+@dataclass
+class Recipe:
+    name: str = ""  # label of the recipe (default: the file name)
+    description: str = ""  # one line shown in the report
+    data: Data = field(default_factory=Data)  # [data]: the data set and its split
+    model: Model = field(default_factory=Model)  # [model]: the network
+    optim: Optim = field(default_factory=Optim)  # [optim]: the optimizer and weight decay
+    penalty: Penalty = field(default_factory=Penalty)  # [penalty]: L1/L2 penalties, max-norm
+    schedule: Schedule = field(default_factory=Schedule)  # [schedule]: lr factor per step
+    early_stopping: EarlyStop = field(default_factory=EarlyStop)  # [early_stopping]: patience
+    augment: Augment = field(default_factory=Augment)  # [augment]: batch augmentations
+    slim: Slim = field(default_factory=Slim)  # [slim]: network slimming (BatchNorm sparsity)
+    train: Train = field(default_factory=Train)  # [train]: epochs, batch size, loss, seed, device
+    variants: dict = field(default_factory=dict)  # name -> overrides: {"penalty": {"l2": 1e-4}}
+
+
+SECTIONS = {f.name: f.type for f in fields(Recipe) if is_dataclass(f.type)}
+
+# What `regulab sweep --param` (and `regulab.sweep.fit_sweep`) sweeps -> the recipe field it sets.
+SWEEPABLE = {
+    "l2": "penalty.l2",
+    "weight_decay": "optim.weight_decay",
+    "l1": "penalty.l1",
+    "dropout": "model.dropout",  # every dropout layer
+    "bn_sparsity": "slim.sparsity",  # L1 on BatchNorm scales
+}
+
+
+def check(recipe: Recipe, source: str = "recipe") -> None:
+    """Test every field's declared rules, section by section, then `JOINT_RULES`; stop at one."""
+    for key, value, allowed in _walk(recipe):
+        for rule in allowed:
+            if not rule.ok(value):
+                raise RecipeError(f"{source}: {key} must be {rule.text}; got {value!r}")
+    for rule in JOINT_RULES:
+        if problem := rule(recipe):
+            raise RecipeError(f"{source}: {problem}")
+
+
+def _walk(obj, prefix: str = "") -> Iterator[tuple[str, typing.Any, tuple[Allowed, ...]]]:
+    """("section.key", value, declared rules) of every field, in declaration order."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            yield from _walk(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, f.metadata.get("allowed", ())
+
+
+# The rules that join fields, in the order `check` tests them: each returns what is wrong, or None.
+
+
+def mlp_dropout_per_layer(r: Recipe) -> str | None:
+    """mlp: `model.dropout` is [] or one probability per width in `model.hidden`."""
+    n = len(r.model.hidden)
+    if r.model.name == "mlp" and len(r.model.dropout) not in (0, n):
+        return (
+            f"model.dropout must be [] or {n} probabilities, one per width in model.hidden; "
+            f"got {r.model.dropout!r}"
+        )
+
+
+def early_stopping_needs_validation(r: Recipe) -> str | None:
+    """`early_stopping.patience` > 0 needs `data.val_fraction` > 0."""
+    if r.early_stopping.patience and r.data.val_fraction == 0:
+        return (
+            "early_stopping.patience > 0 needs a validation set: set data.val_fraction > 0 "
+            "(it is 0)"
+        )
+
+
+def loss_fits_the_task(r: Recipe) -> str | None:
+    """`train.loss` is cross_entropy for the classification data sets, and not for the others."""
+    classify = r.data.name in CLASSIFICATION_DATASETS
+    if classify and r.train.loss != "cross_entropy":
+        return (
+            f"train.loss must be cross_entropy for the classification data set {r.data.name}; "
+            f"got {r.train.loss!r}"
+        )
+    if not classify and r.train.loss == "cross_entropy":
+        regression = " or ".join(loss for loss in LOSSES if loss != "cross_entropy")
+        return (
+            f"train.loss must be {regression} for the regression data set {r.data.name}; "
+            "got 'cross_entropy'"
+        )
+
+
+def regression_monitors_val_loss(r: Recipe) -> str | None:
+    """Early stopping on a regression data set watches val_loss (there is no accuracy)."""
+    watch = r.early_stopping.monitor
+    if r.data.name in REGRESSION_DATASETS and r.early_stopping.patience and watch != "val_loss":
+        return (
+            f"early_stopping.monitor must be val_loss for the regression data set {r.data.name} "
+            f"(it has no accuracy); got {watch!r}"
+        )
+
+
+def sparsity_needs_batchnorm(r: Recipe) -> str | None:
+    """`slim.sparsity` > 0 needs a model with BatchNorm: vgg_bn or resnet_bn."""
+    if r.slim.sparsity and r.model.name not in BN_MODELS:
+        return (
+            f"slim.sparsity acts on BatchNorm scales, and model.name {r.model.name!r} has none "
+            f"(use {' or '.join(BN_MODELS)}); got {r.slim.sparsity!r}"
+        )
+
+
+def vector_data_needs_a_vector_model(r: Recipe) -> str | None:
+    """The regression data sets are vectors: `model.name` is linear or mlp."""
+    if r.data.name in REGRESSION_DATASETS and r.model.name not in VECTOR_MODELS:
+        return (
+            f"model.name must be {' or '.join(VECTOR_MODELS)} for {r.data.name} (vector inputs); "
+            f"got {r.model.name!r}"
+        )
+
+
+JOINT_RULES = (
+    mlp_dropout_per_layer,
+    early_stopping_needs_validation,
+    loss_fits_the_task,
+    regression_monitors_val_loss,
+    sparsity_needs_batchnorm,
+    vector_data_needs_a_vector_model,
+)
+
+
+def markdown() -> str:
+    """The reference part of docs/recipes.md: every section and field, then the joint rules."""
+    out = ["## Reference", ""]
+    comments = _comments(Recipe)
+    top = [f for f in fields(Recipe) if f.name not in SECTIONS]
+    out += ["### Top level", "", *_table(Recipe, top)]
+    for name, cls in SECTIONS.items():
+        what = comments[name].partition(": ")[2]
+        out += ["", f"### [{name}]", "", what[0].upper() + what[1:] + ".", "", *_table(cls)]
+    out += ["", "### Rules that join fields", ""]
+    out += [f"- {rule.__doc__}" for rule in JOINT_RULES]
+    return "\n".join(out) + "\n"
+
+
+def _table(cls, only=None) -> list[str]:
+    comments = _comments(cls)
+    rows = ["| key | type | default | allowed | what, unit |", "|---|---|---|---|---|"]
+    for f in only or fields(cls):
+        value = f.default_factory() if f.default is MISSING else f.default
+        allowed = "; ".join(rule.text for rule in f.metadata.get("allowed", ())) or "—"
+        cells = [f"`{f.name}`", _kind(f.type), f"`{json.dumps(value)}`", allowed, comments[f.name]]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return rows
+
+
+def _kind(kind, plural: str = "") -> str:
+    """A field's type in TOML's words: "number", "list of integers or strings"."""
+    if typing.get_origin(kind) is list:
+        return "list of " + _kind(typing.get_args(kind)[0], "s")
+    words = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table"}
+    return " or ".join(words[k] + plural for k in typing.get_args(kind) or (kind,))
+
+
+def _comments(cls) -> dict[str, str]:
+    """{field name: the comment on its line} of a dataclass, read from this file."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        code, _, comment = line.partition("  # ")
+        name = code.strip().partition(":")[0]
+        if comment and name.isidentifier():
+            out[name] = comment.strip()
+    return out

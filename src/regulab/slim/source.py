@@ -1,0 +1,165 @@
+"""The recipe `regulab slim` works on: a TOML recipe, or a finished `regulab train` run (--from).
+
+With --from, the run's model and data are kept (its weights fix them), RECIPE and
+`--set` may change only the fine-tuning settings, and the run's seed fixes the
+data split. Every check happens here, before anything is written.
+"""
+
+import json
+from pathlib import Path
+
+from regulab import recipe as recipes
+from regulab.errors import RecipeError
+from regulab.recipe.schema import BN_MODELS
+
+
+def overrides(args) -> list[str]:
+    """The `--set` texts of the slim options (--ratio(s), --passes, --finetune-epochs)."""
+    texts = list(args.set)
+    if args.ratio is not None:
+        texts.append(f"slim.ratios=[{args.ratio!r}]")
+    if args.ratios is not None:
+        texts.append(f"slim.ratios=[{', '.join(repr(r) for r in args.ratios)}]")
+    if args.passes is not None:
+        texts.append(f"slim.passes={args.passes}")
+    if args.finetune_epochs is not None:
+        texts.append(f"slim.finetune_epochs={args.finetune_epochs}")
+    return texts
+
+
+def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=None, sets=()):
+    """(recipe, stored config of the --from run or None); `sets`: the user's --set texts."""
+    one = "regulab slim slims one run"
+    stored = None
+    if source is None:
+        if path is None:
+            raise RecipeError(
+                "RECIPE is required (or --from RUN_DIR); e.g. recipes/slim_vgg_fashion.toml"
+            )
+        recipe = recipes.resolve(
+            path, texts, variant=variant, one=one, data_dir=data_dir, device=device
+        )
+    else:
+        stored = stored_run(source)
+        if path is not None:  # its fine-tuning settings; the run's model and data
+            base = recipes.resolve(path, variant=variant, one=one)
+            raw = recipes.to_dict(base)
+            raw["data"]["root"] = stored["recipe"]["data"]["root"]
+        elif variant is not None:
+            raise RecipeError(
+                "--variant picks a variant of RECIPE; with --from alone, leave it out"
+            )
+        else:
+            raw = stored["recipe"]
+        raw = json.loads(json.dumps(raw))
+        raw.pop("variants", None)
+        if data_dir is not None:
+            texts = [*texts, f"data.root={json.dumps(str(data_dir))}"]
+        if device is not None:
+            texts = [*texts, f"train.device={json.dumps(device)}"]
+        for text in texts:
+            recipes.apply_override(raw, text)
+        recipe = recipes.from_dict(raw, source=str(source / "config.json"))
+        _same_model_and_data(recipe, stored, path, source, sets)
+    _check(recipe)
+    return recipe, stored
+
+
+def _same_model_and_data(recipe, stored: dict, path, source, sets) -> None:
+    for section in ("model", "data"):
+        mine = _without_location(recipes.to_dict(recipe)[section])
+        theirs = _without_location(stored["recipe"][section])
+        changed = [k for k in mine if mine[k] != theirs.get(k)]
+        if changed:
+            k = changed[0]
+            by_set = any(t.partition("=")[0].strip() == f"{section}.{k}" for t in sets)
+            where = "--set" if by_set else f"RECIPE {path}"
+            raise RecipeError(
+                f"{section}.{k} must stay {theirs.get(k)!r}, the value the run in "
+                f"{source} was trained with; {where} gave {mine[k]!r}"
+            )
+
+
+def _check(recipe) -> None:
+    names = [f"ratio-{r:g}" for r in recipe.slim.ratios]
+    if len(set(names)) != len(names):
+        raise RecipeError(
+            "slim.ratios must differ in their first 6 significant digits (each names a folder "
+            f"ratio-R); got {recipe.slim.ratios}"
+        )
+    if recipe.model.name not in BN_MODELS:
+        raise RecipeError(
+            "model.name must be vgg_bn or resnet_bn: network slimming ranks channels by their "
+            f"BatchNorm scales, and {recipe.model.name!r} has no BatchNorm"
+        )
+
+
+def _without_location(section: dict) -> dict:
+    """A recipe section without where the data lives (data.root, data.download)."""
+    return {k: v for k, v in section.items() if k not in ("root", "download")}
+
+
+def stored_run(folder: Path) -> dict:
+    """config.json of a completed single run of `regulab train` with its checkpoints."""
+    from regulab import checkpoint
+
+    try:
+        stored = json.loads((folder / "config.json").read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(
+            f"--from must be a run folder of `regulab train`; cannot read it: {e}"
+        ) from e
+    if stored.get("command") != "train" or "recipe" not in stored:
+        raise RecipeError(f"--from must be a run folder of `regulab train`; '{folder}' is not")
+    if "variant" not in summary:  # the top folder of several variants or seeds
+        raise RecipeError(
+            f"--from must be one run; '{folder}' holds several: pass one of "
+            f"{', '.join(summary.get('runs', [])) or 'its runs/VARIANT/seed-N folders'}"
+        )
+    if summary.get("status") != "completed":
+        raise RecipeError(
+            f"--from must be a completed run; '{folder}' is {summary.get('status')!r} "
+            "(resume it with `regulab train --resume` first)"
+        )
+    if checkpoint.latest(folder / "checkpoints") is None:
+        raise RecipeError(f"--from must be a run with its checkpoints; '{folder}' has none")
+    return stored
+
+
+def seed_of(recipe, stored, seed: int | None, source) -> int:
+    """The seed to slim with: --seed, else the recipe's; a --from run's own seed is kept."""
+    if stored is None or stored.get("seed") is None:
+        return recipe.train.seed if seed is None else seed
+    if seed is not None and seed != stored["seed"]:
+        raise RecipeError(
+            f"--seed must be {stored['seed']}, the seed of the run in {source} (it "
+            f"fixes the data split the run was trained on), or left out; got {seed}"
+        )
+    return stored["seed"]
+
+
+def preflight(recipe, seed: int):
+    """Device, data, model, and a plan for every ratio, before anything is written; the data.
+
+    Layers the surgery cannot handle fail here (RecipeError); missing data is DataUnavailable.
+    """
+    import torch
+
+    from regulab import _checks
+    from regulab.recipe import build
+    from regulab.slim import pipeline
+
+    try:
+        _checks.device("train.device", recipe.train.device)  # a recipe's (or run's) device
+    except ValueError as e:
+        raise RecipeError(f"{e}; use --device cpu") from e
+    splits = build.load_checked(recipe, seed)
+    try:
+        torch.manual_seed(seed)
+        model = build.run_parts(recipe, splits, seed)["model"]  # optimizer, loader, penalties
+        for r in recipe.slim.ratios:
+            pipeline.plan_for(model, r, splits.train[0][:1], recipe.slim)
+    except ValueError as e:
+        raise RecipeError(str(e)) from e
+    return splits

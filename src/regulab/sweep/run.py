@@ -1,0 +1,55 @@
+"""The run folder of `regulab sweep`: config.json, path.csv, path.png, report.md, summary.json."""
+
+import time
+from pathlib import Path
+
+from regulab import recipe as recipes
+from regulab import runs
+from regulab.errors import RunFailed
+from regulab.sweep import plot, report
+
+
+def write(search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None):
+    """Fit `search` (a LambdaSearch) inside the run folder and write its files; the summary."""
+    start = time.perf_counter()
+    with runs.run_folder(out, overwrite=overwrite) as tmp:
+        runs.write_json(
+            tmp / "config.json",
+            {
+                "command": "sweep",
+                "settings": settings,
+                "recipe": recipes.to_dict(recipe),
+                **runs.environment(),
+            },
+        )
+        try:
+            search.fit(on_epoch=on_epoch)
+        except RuntimeError as e:  # a Ray trial failed: its error names the chunk
+            raise RunFailed(str(e)) from e
+        rows, best = search.path_, search.best_index_
+        folds = settings["folds"]
+        summary = {
+            "command": "sweep",
+            "status": "completed",
+            "seconds": round(time.perf_counter() - start, 3),
+            "recipe": recipe.name,
+            "param": settings["param"],
+            "grid": values,
+            "selection": f"{folds}-fold" if folds else "holdout",
+            "rule": settings["rule"],
+            "seed": settings["seed"],
+            "best_lambda": search.best_lambda_,
+            "best_index": best,
+            "best": search.best_,
+            "diverged": sum(r["status"] == "diverged" for r in rows),
+            "engine": settings["engine"],
+            "engine_info": search.engine_info_,
+            "more_inputs_than_examples": settings["inputs"] > settings["examples"],
+        }
+        report.write_path_csv(rows, tmp / "path.csv", chosen=best)
+        plot.plot_path(
+            rows, best, tmp / "path.png", param=settings["param"], loss_name=recipe.train.loss
+        )
+        runs.write_text(tmp / "report.md", report.markdown(summary, rows, "path.png"))
+        runs.write_json(tmp / "summary.json", summary)
+    return summary

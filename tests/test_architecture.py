@@ -1,0 +1,110 @@
+"""The package's shape (docs/architecture.md): imports point down only, help imports no torch."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "regulab"
+
+# Lowest first; a module may import its own layer and the layers below it.
+LAYERS = (
+    ("errors", ("errors", "_checks")),
+    ("library", ("penalties", "groups", "constraints", "layers", "normalization", "schedules",
+                 "early_stopping", "augment", "ridge", "bn_sparsity", "linear_regression")),
+    ("engine", ("models", "data", "metrics", "checkpoint", "distributed", "train", "runs")),
+    ("recipe", ("recipe",)),
+    ("capabilities", ("sweep", "slim")),
+    ("demos", ("demos",)),
+    ("cli", ("cli",)),
+)  # fmt: skip
+RANK = {top: rank for rank, (_, tops) in enumerate(LAYERS) for top in tops}
+
+
+def modules():
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        if parts == ("__init__",):
+            continue  # the package face: lazy re-exports only
+        yield path, parts[0]
+
+
+def imported(path: Path):
+    """(line, top-level regulab module) of every regulab import in path, nested ones included."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = node.module.split(".")
+            if names[0] != "regulab":
+                continue
+            if len(names) > 1:
+                yield node.lineno, names[1]
+            else:
+                for alias in node.names:
+                    yield node.lineno, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                names = alias.name.split(".")
+                if names[0] == "regulab" and len(names) > 1:
+                    yield node.lineno, names[1]
+
+
+def test_every_module_belongs_to_a_layer():
+    assert {top for _, top in modules()} <= RANK.keys()
+
+
+def test_imports_point_down_only():
+    upward = []
+    for path, top in modules():
+        for line, target in imported(path):
+            if target == "__version__":
+                continue  # the package face's version string
+            if RANK[target] > RANK[top]:
+                upward.append(f"{path.relative_to(SRC)}:{line} imports regulab.{target}")
+    assert upward == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    # the issue's grep, less dunder methods (super().__init__) and torch's multi-tensor
+    # kernels (torch._foreach_*, as torch.optim uses them: no public name exists)
+    pattern = re.compile(r"import _[a-z]|\.(?!_[a-z_]+__\()(?!_foreach_)_[a-z_]*\(")
+    found = [
+        f"{path.relative_to(SRC)}:{i}: {line.strip()}"
+        for path, _ in modules()
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and "_checks" not in line and "cli._common" not in line
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], *[[c, "--help"] for c in ("demo", "constraints", "train", "compare",
+                                                     "sweep", "slim")]]
+)  # fmt: skip
+def test_help_imports_no_torch(argv):
+    code = (
+        "import sys\n"
+        "from regulab.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'matplotlib', 'ray') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: regulab" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_import_regulab_is_light_and_its_names_resolve():
+    code = (
+        "import sys, regulab\n"
+        "print('torch' in sys.modules)\n"
+        "regulab.fit, regulab.Penalty, regulab.TrainingDiverged\n"
+        "print(all(getattr(regulab, n) is not None for n in regulab.__all__))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
