@@ -47,8 +47,14 @@ _EXPORTS = {  # module -> the names it gives the package
         "prox_l1_",
     ),
     "regulab.ridge": ("ridge", "ridge_path"),
-    "regulab.schedules": ("cosine", "exponential", "inverse_sqrt", "inverse_time", "lambda_lr",
-                          "step"),  # fmt: skip
+    "regulab.schedules": (
+        "cosine",
+        "exponential",
+        "inverse_sqrt",
+        "inverse_time",
+        "lambda_lr",
+        "step",
+    ),
     "regulab.sweep": ("LambdaSearch", "fit_sweep"),
     "regulab.train": ("History", "fit"),
 }

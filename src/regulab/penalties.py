@@ -205,12 +205,7 @@ def _signs(params: list[torch.Tensor], buffers: dict) -> list[torch.Tensor]:
     signs = []
     for p in params:
         buf = buffers.get(id(p))
-        if (
-            buf is None
-            or buf.shape != p.shape
-            or buf.dtype != p.dtype
-            or buf.device != p.device
-        ):
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
             buf = buffers[id(p)] = torch.empty_like(p)
         signs.append(torch.sign(p, out=buf))
     return signs

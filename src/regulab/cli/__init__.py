@@ -65,4 +65,3 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"regulab {args.command}: error: {e}{tail}", file=sys.stderr)
                 return code
         raise
-

@@ -82,9 +82,7 @@ def _plan(args):
         raise UsageError(
             "RECIPE is required (or --resume DIR); e.g. recipes/dropout_mlp_fashion.toml"
         )
-    recipe = recipes.resolve(
-        args.recipe, args.set, data_dir=args.data_dir, device=args.device
-    )
+    recipe = recipes.resolve(args.recipe, args.set, data_dir=args.data_dir, device=args.device)
     seeds = [recipe.train.seed + i for i in range(args.seeds or 1)]
     return recipe, seeds, args.out or runs.default_run_dir("train")
 
@@ -99,6 +97,4 @@ def _print_result(console, out: Path, seconds: float) -> None:
         if run.status != "completed":
             message = json.loads((run.path / "summary.json").read_text()).get("message", "")
             print(f"regulab train: {run.variant} seed {run.seed}: {message}", file=sys.stderr)
-    console.print(
-        f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False
-    )
+    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)

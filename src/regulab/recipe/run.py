@@ -188,9 +188,6 @@ def _config(recipe, variant, seeds) -> dict:
     }
 
 
-
-
-
 def preflight(recipe, seed: int) -> None:
     """Before anything is written or replaced: the data must be there (or downloadable), and
     every variant must build (device, model, optimizer, loader, regularizers)."""
