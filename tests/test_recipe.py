@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from regulab import recipe as recipes
-from regulab.recipe import RecipeError, schema
+from regulab.recipe import RecipeError, reference, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -550,10 +550,11 @@ def test_the_default_recipe_passes_the_checks():
 
 def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
     docs = (ROOT / "docs" / "recipes.md").read_text()
-    generated = schema.markdown()
+    generated = reference.markdown()
     assert docs.endswith("\n" + generated), (
-        "docs/recipes.md is out of date: replace its part from '## Reference' on with the output "
-        "of: python -c 'from regulab.recipe import schema; print(schema.markdown(), end=\"\")'"
+        "docs/recipes.md is out of date: replace its part from '## Reference' on with the "
+        "output of: python -c 'from regulab.recipe import reference; "
+        "print(reference.markdown(), end=\"\")'"
     )
     for section, cls in recipes.SECTIONS.items():
         assert f"### [{section}]" in generated
