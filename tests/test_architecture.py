@@ -109,3 +109,14 @@ def test_import_regulab_is_light_and_its_names_resolve():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_architecture_doc_names_every_module_of_every_layer():
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    missing = [top for top in RANK if top not in doc]
+    missing += [
+        f"{path.parent.name}/{path.name}"
+        for path in SRC.glob("*/*.py")
+        if path.stem not in ("__init__", "__main__") and path.stem not in doc
+    ]
+    assert missing == []
