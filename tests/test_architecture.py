@@ -120,3 +120,14 @@ def test_architecture_doc_names_every_module_of_every_layer():
         if path.stem not in ("__init__", "__main__") and path.stem not in doc
     ]
     assert missing == []
+
+
+def test_the_schemas_names_are_the_engines():
+    # the schema stays torch-free (the CLI's help reads it), so it names the losses itself
+    from regulab import metrics
+    from regulab.recipe import schema
+
+    assert schema.LOSSES == tuple(metrics.LOSSES)
+    assert set(schema.CLASSIFICATION_DATASETS) | set(schema.REGRESSION_DATASETS) == set(
+        schema.DATASETS
+    )

@@ -20,11 +20,9 @@ import numpy as np
 
 from regulab import tables
 from regulab.recipe.compare_plot import curve_band, plot_curves  # noqa: F401 (part of this API)
+from regulab.train import COLUMNS
 
-METRICS_HEADER = (
-    "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,"
-    "w_norm,zero_fraction,seconds"
-)
+METRICS_HEADER = ",".join(COLUMNS)  # metrics.csv of a run: the columns of fit's history
 METRICS = (  # the final metrics that are aggregated
     "train_loss",
     "val_loss",
