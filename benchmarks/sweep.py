@@ -272,7 +272,7 @@ def ridge_section(repeats: int) -> dict:
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
-    from regulab.ridge import ridge_path
+    from regulab.ridge_regression import ridge_path
 
     x, y = synthetic_linear(20, 200, seed=0, dtype=torch.float64)
     n = len(y)

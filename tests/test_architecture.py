@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "regulab"
 LAYERS = (
     ("errors", ("errors", "_checks")),
     ("library", ("penalties", "groups", "constraints", "layers", "normalization", "schedules",
-                 "early_stopping", "augment", "ridge", "bn_sparsity", "linear_regression")),
+                 "early_stopping", "augment", "ridge_regression", "bn_sparsity", "linear_regression")),
     ("engine", ("models", "data", "metrics", "checkpoint", "distributed", "train", "runs",
                 "tables")),
     ("recipe", ("recipe",)),
@@ -131,3 +131,12 @@ def test_the_schemas_names_are_the_engines():
     assert set(schema.CLASSIFICATION_DATASETS) | set(schema.REGRESSION_DATASETS) == set(
         schema.DATASETS
     )
+
+
+def test_no_exported_name_is_also_a_submodule():
+    # a submodule, once imported, is an attribute of the package and would hide the
+    # lazily exported name of the same spelling (regulab.ridge was once both)
+    import regulab
+
+    submodules = {path.stem for path in SRC.glob("*.py")} | {p.name for p in SRC.iterdir()}
+    assert set(regulab.__all__) & submodules == set()

@@ -9,15 +9,24 @@ The convention, so that a new example needs no edit here:
   is what the block must print. Lines are compared exactly, trailing spaces aside;
   "..." stands for any text, across lines too (doctest's ELLIPSIS).
 
-Shell blocks are not run. The tables the README and docs/commands.md show for
-`regulab demo` and `regulab constraints` are checked against what the library
-computes, and every relative link must lead to a file and heading that exist.
+A ```text block anywhere else is an error (it would check nothing).
+
+Shell blocks are not run, with these exceptions, which also need no edit here:
+- a "$ regulab ..." line followed by "regulab CMD: error: ..." runs, and must print
+  that error (with "...") and write nothing;
+- `regulab demo`, `constraints` and the README's `sweep` run once each: what they
+  print must be what the docs show, and the files and summary.json keys their
+  sections of docs/commands.md list must be what they write, and the other way round.
+Every relative link must lead to a file and heading that exist.
 """
 
 import contextlib
 import io
+import itertools
 import json
+import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -28,6 +37,7 @@ from regulab import synthetic_linear, train_concise, train_scratch
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHARED_DATA = "/work/shared/data"  # Fashion-MNIST, where this project's machines keep it
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 
@@ -164,8 +174,10 @@ def first_cells(section: str, header: str) -> list[str]:
 
 
 def names(text: str) -> set[str]:
-    """The `code` spans of Markdown text, fenced blocks left out."""
-    return set(re.findall(r"`([^`\n]+)`", FENCE.sub("", text)))
+    """The `code` spans of Markdown text, fenced blocks left out; a key written as
+    `results[].lambda` or `equivalence[]` is named by its last part."""
+    spans = re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
+    return {span.split("[].")[-1].removesuffix("[]") for span in spans}
 
 
 def keys(value) -> set[str]:
@@ -191,7 +203,7 @@ def run_folder_is_as_documented(name: str, folder: Path) -> None:
         assert files <= names(section), f"regulab {name}: {files - names(section)} not listed"
     written = keys(json.loads((folder / "summary.json").read_text()))
     listed = first_cells(section, "`summary.json` key")
-    documented = {n.split("[].")[-1] for cell in listed for n in names(cell)}
+    documented = {n for cell in listed for n in names(cell)}
     assert documented <= written, f"regulab {name}: {documented - written} not written"
     named = names((ROOT / "docs" / "commands.md").read_text())
     assert written <= named, f"regulab {name}: {written - named} not in docs/commands.md"
@@ -238,6 +250,42 @@ def test_sweep_prints_what_the_docs_show_and_writes_what_commands_md_lists(
         shown = output_block(doc.read_text(), f"$ regulab sweep {args} --out runs/readme-sweep")
         assert shown <= printed, f"{doc.name} shows lines regulab sweep does not print"
     run_folder_is_as_documented("sweep", in_fresh_folder / "sweep")
+
+
+def error_examples() -> list:
+    """A pytest param (path, line, arguments, error shown) per '$ regulab ...' line of a
+    shell block that the docs show failing: the next line is 'regulab ...: error: ...'."""
+    found = []
+    for path in DOCS:
+        for block in fenced_blocks(path):
+            lines = block["code"].splitlines()
+            for i, (command, shown) in enumerate(itertools.pairwise(lines)):
+                if command.startswith("$ regulab ") and re.match(r"regulab \w+: error: ", shown):
+                    line = block["line"] + i
+                    args = shlex.split(command.removeprefix("$ regulab "))
+                    found.append(pytest.param(path, line, args, shown, id=where(path, line)))
+    return found
+
+
+@pytest.mark.parametrize(("path", "line", "args", "shown"), error_examples())
+def test_bad_input_prints_the_error_the_docs_show(
+    in_fresh_folder, capsys, one_thread, monkeypatch, path, line, args, shown
+):
+    (in_fresh_folder / "runs" / "readme").mkdir(parents=True)  # as after the README's demo
+    (in_fresh_folder / "runs" / "readme" / "summary.json").write_text("{}")
+    if Path(SHARED_DATA).is_dir() and "REGULAB_DATA_DIR" not in os.environ:
+        monkeypatch.setenv("REGULAB_DATA_DIR", SHARED_DATA)
+    assert run_cli(*args) in (1, 2)
+    printed = capsys.readouterr().err
+    if "could not download" in printed:
+        pytest.skip("needs the Fashion-MNIST files: set REGULAB_DATA_DIR")
+    assert matches(shown, printed), f"{where(path, line)} printed:\n{printed}"
+    assert sorted(p.name for p in in_fresh_folder.rglob("*")) == [
+        "readme",
+        "recipes",
+        "runs",
+        "summary.json",
+    ], "a refused command wrote something"
 
 
 def slug(heading: str) -> str:

@@ -46,7 +46,7 @@ _EXPORTS = {  # module -> the names it gives the package
         "l2_penalty",
         "prox_l1_",
     ),
-    "regulab.ridge": ("ridge", "ridge_path"),
+    "regulab.ridge_regression": ("ridge", "ridge_path"),
     "regulab.schedules": (
         "cosine",
         "exponential",

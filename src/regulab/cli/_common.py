@@ -121,6 +121,12 @@ def add_out_arguments(p: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+def add_recipe_argument(p: argparse.ArgumentParser, help: str, optional: bool = False) -> None:
+    """The positional RECIPE (a TOML file); optional where a run folder can stand for it."""
+    p.add_argument("recipe", nargs="?" if optional else None, type=Path, metavar="RECIPE",
+                   help=help)  # fmt: skip
+
+
 def add_recipe_arguments(
     p: argparse.ArgumentParser, command: str, *, variant: bool = True, seed: bool = True
 ) -> None:
@@ -164,3 +170,12 @@ def progress(console, rank: int = 0, description: str = "[progress.description]{
         transient=True,
         disable=rank != 0 or not console.is_terminal,
     )
+
+
+def print_report(console, out, seconds: float | None = None) -> None:
+    """The last line of every command: where report.md is (and how long the run took).
+
+    A path must stay whole for copy and paste: no wrapping, no markup.
+    """
+    took = "" if seconds is None else f"  ({seconds:.1f} s)"
+    console.print(f"Report: {out / 'report.md'}{took}", soft_wrap=True, markup=False)

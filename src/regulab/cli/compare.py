@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from regulab.cli._common import add_out_arguments
+from regulab.cli._common import add_out_arguments, print_report
 from regulab.errors import UsageError
 
 HELP = "one report over several training runs: curves, mean ± std over seeds, gap, sparsity"
@@ -35,5 +35,5 @@ def run(args, console) -> int:
     summary = recipe_run.compare_command(loaded, out, overwrite=args.overwrite)
     console.print(compare.rich_table(summary["groups"]))
     console.print(compare.TABLE_NOTE, soft_wrap=True)
-    console.print(f"Report: {out / 'report.md'}", soft_wrap=True, markup=False)
+    print_report(console, out)
     return 0

@@ -2,7 +2,13 @@
 
 import argparse
 
-from regulab.cli._common import add_out_arguments, fraction_list, positive_float, typed
+from regulab.cli._common import (
+    add_out_arguments,
+    fraction_list,
+    positive_float,
+    print_report,
+    typed,
+)
 
 HELP = "soft (penalty) vs hard (projection) L2, and why L1 gives zeros: a 2-D picture"
 
@@ -56,9 +62,7 @@ def run(args, console) -> int:
         f"L1 {geo['l1_exact_zeros']})",
         soft_wrap=True,
     )
-    console.print(
-        f"Report: {out / 'report.md'}  ({summary['seconds']:.1f} s)", soft_wrap=True, markup=False
-    )
+    print_report(console, out, summary["seconds"])
     return 0
 
 

@@ -8,6 +8,7 @@ from regulab.cli._common import (
     lambda_list,
     positive_float,
     positive_int,
+    print_report,
     progress,
     typed,
 )
@@ -128,8 +129,5 @@ def run(args, console) -> int:
         f"run): test loss {b['test_loss']:.3g}, ‖w‖ {b['w_norm']:.3g}; path in path.png",
         soft_wrap=True,
     )
-    # a path must stay whole for copy and paste: no wrapping, no markup
-    console.print(
-        f"Report: {out / 'report.md'}  ({summary['seconds']:.1f} s)", soft_wrap=True, markup=False
-    )
+    print_report(console, out, summary["seconds"])
     return 0

@@ -10,10 +10,12 @@ import argparse
 from pathlib import Path
 
 from regulab.cli._common import (
+    add_recipe_argument,
     add_recipe_arguments,
     non_negative_int,
     out_path,
     positive_int,
+    print_report,
     progress,
     ratio,
     ratio_list,
@@ -27,13 +29,11 @@ HELP = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab slim`."""
-    p.add_argument(
-        "recipe",
-        nargs="?",
-        type=Path,
-        metavar="RECIPE",
-        help="TOML recipe with a vgg_bn or resnet_bn model, e.g. recipes/slim_vgg_fashion.toml "
+    add_recipe_argument(
+        p,
+        "TOML recipe with a vgg_bn or resnet_bn model, e.g. recipes/slim_vgg_fashion.toml "
         "(optional with --from: the run's own recipe)",
+        optional=True,
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
@@ -102,6 +102,4 @@ def _print(console, summary: dict, out: Path) -> None:
     for r in summary["results"]:
         if r["note"]:
             console.print(f"ratio {r['ratio']:g} pass {r['pass']}: {r['note']}", soft_wrap=True)
-    console.print(
-        f"Report: {out / 'report.md'}  ({summary['seconds']:.1f} s)", soft_wrap=True, markup=False
-    )
+    print_report(console, out, summary["seconds"])

@@ -2,13 +2,14 @@
 
 import argparse
 import contextlib
-from pathlib import Path
 
 from regulab.cli._common import (
+    add_recipe_argument,
     add_recipe_arguments,
     non_negative_int,
     positive_float,
     positive_int,
+    print_report,
     progress,
 )
 from regulab.errors import DataUnavailable, UsageError
@@ -23,7 +24,7 @@ GRID_HELP = 'strengths: numbers and logspace(a,b,n) / linspace(a,b,n), e.g. "0,l
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab sweep`."""
-    p.add_argument("recipe", type=Path, metavar="RECIPE", help="TOML recipe")
+    add_recipe_argument(p, "TOML recipe")
     p.add_argument(
         "--param",
         choices=tuple(SWEEPABLE),
@@ -140,9 +141,7 @@ def run(args, console) -> int:
         soft_wrap=True,
         markup=False,
     )
-    console.print(
-        f"Report: {out / 'report.md'}  ({summary['seconds']:.1f} s)", soft_wrap=True, markup=False
-    )
+    print_report(console, out, summary["seconds"])
     return 0
 
 

@@ -6,7 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from regulab.cli._common import add_recipe_arguments, out_path, positive_int, progress
+from regulab.cli._common import (
+    add_recipe_argument,
+    add_recipe_arguments,
+    out_path,
+    positive_int,
+    print_report,
+    progress,
+)
 from regulab.errors import UsageError
 
 HELP = "train a TOML recipe (its variants and seeds) with checkpoints, history and a report"
@@ -14,13 +21,7 @@ HELP = "train a TOML recipe (its variants and seeds) with checkpoints, history a
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab train`."""
-    p.add_argument(
-        "recipe",
-        nargs="?",
-        type=Path,
-        metavar="RECIPE",
-        help="TOML recipe, e.g. recipes/dropout_mlp_fashion.toml",
-    )
+    add_recipe_argument(p, "TOML recipe, e.g. recipes/dropout_mlp_fashion.toml", optional=True)
     p.add_argument(
         "--seeds",
         type=positive_int,
@@ -97,4 +98,4 @@ def _print_result(console, out: Path, seconds: float) -> None:
         if run.status != "completed":
             message = json.loads((run.path / "summary.json").read_text()).get("message", "")
             print(f"regulab train: {run.variant} seed {run.seed}: {message}", file=sys.stderr)
-    console.print(f"Report: {out / 'report.md'}  ({seconds:.1f} s)", soft_wrap=True, markup=False)
+    print_report(console, out, seconds)

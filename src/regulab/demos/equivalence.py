@@ -16,7 +16,7 @@ from regulab import _checks
 from regulab.constraints import max_norm_
 from regulab.data import synthetic_linear
 from regulab.penalties import Penalty
-from regulab.ridge import ridge
+from regulab.ridge_regression import ridge
 
 # largest max|w_hard - w_soft| / max|w_soft| accepted as "the same solution"
 TOLERANCE = 1e-3

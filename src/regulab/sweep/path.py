@@ -6,7 +6,7 @@ pooled and cut into `folds` parts (shuffled with data.seed); for each part the K
 models train on the others and are scored on it; then the K models are refit on
 the whole pool for the train / test columns. The test split is only reported.
 For linear regression each row also gives the exact ridge solution's ||w|| and
-the SGD weights' distance from it (`regulab.ridge`), which says whether SGD had
+the SGD weights' distance from it (`regulab.ridge_regression`), which says whether SGD had
 converged.
 """
 
@@ -243,7 +243,7 @@ def _folds(n: int, folds: int, seed: int, device) -> list[torch.Tensor]:
 
 def _closed_form(recipe, param, values, stacked, train):
     """(||w||, distance of the SGD weights) of the exact ridge solutions, or None."""
-    from regulab.ridge import ridge_path
+    from regulab.ridge_regression import ridge_path
 
     o, p = recipe.optim, recipe.penalty
     if (
