@@ -554,7 +554,7 @@ def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
     assert docs.endswith("\n" + generated), (
         "docs/recipes.md is out of date: replace its part from '## Reference' on with the "
         "output of: python -c 'from regulab.recipe import reference; "
-        "print(reference.markdown(), end=\"\")'"
+        'print(reference.markdown(), end="")\''
     )
     for section, cls in recipes.SECTIONS.items():
         assert f"### [{section}]" in generated
