@@ -37,12 +37,11 @@ from regulab.groups import param_groups
 from regulab.layers import Dropout
 from regulab.metrics import LOSSES
 from regulab.recipe import schema
-from regulab.recipe.schema import OPTIMIZERS, SWEEPABLE
+from regulab.recipe.schema import L1_MODES, OPTIMIZERS, SWEEPABLE
 from regulab.sweep import linear
 from regulab.sweep.stacked import Stacked
 
 PARAMS = tuple(SWEEPABLE)
-MODES = ("subgradient", "proximal")  # penalty.l1_mode and slim.sparsity_mode
 
 
 @dataclass
@@ -136,8 +135,8 @@ def fit_sweep(
     s = settings
     _checks.one_of("settings.optim.name", s.optim.name, OPTIMIZERS)
     _checks.one_of("settings.train.loss", s.train.loss, tuple(LOSSES))
-    _checks.one_of("settings.penalty.l1_mode", s.penalty.l1_mode, MODES)
-    _checks.one_of("settings.slim.sparsity_mode", s.slim.sparsity_mode, MODES)
+    _checks.one_of("settings.penalty.l1_mode", s.penalty.l1_mode, L1_MODES)
+    _checks.one_of("settings.slim.sparsity_mode", s.slim.sparsity_mode, L1_MODES)
     values = [float(v) for v in values]
     if not values:
         raise ValueError("values must hold at least one strength; got none")
