@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -250,6 +251,38 @@ def test_sweep_prints_what_the_docs_show_and_writes_what_commands_md_lists(
         shown = output_block(doc.read_text(), f"$ regulab sweep {args} --out runs/readme-sweep")
         assert shown <= printed, f"{doc.name} shows lines regulab sweep does not print"
     run_folder_is_as_documented("sweep", in_fresh_folder / "sweep")
+
+
+def test_train_prints_what_the_readme_shows(in_fresh_folder, capsys):
+    assert run_cli("train", "recipes/mlp_digits.toml", "--seeds", "3", "--out", "digits") == 0
+    shown = output_block((ROOT / "README.md").read_text(), "$ regulab train recipes/mlp_digits")
+    assert shown <= printed_lines(capsys)
+
+
+def abridged_recipes() -> list:
+    """A pytest param per ```toml block that starts '# recipes/NAME.toml (abridged)'."""
+    found = []
+    for path in DOCS:
+        for block in fenced_blocks(path):
+            first = block["code"].partition("\n")[0]
+            if block["lang"] == "toml" and first.startswith("# recipes/"):
+                name = first.removeprefix("# ").split()[0]
+                found.append(pytest.param(block["code"], name, id=where(path, block["line"])))
+    return found
+
+
+@pytest.mark.parametrize(("code", "name"), abridged_recipes())
+def test_an_abridged_recipe_says_what_the_file_says(code, name):
+    def pairs(table, prefix=""):
+        for key, value in table.items():
+            if isinstance(value, dict):
+                yield from pairs(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    whole = dict(pairs(tomllib.loads((ROOT / name).read_text())))
+    shown = dict(pairs(tomllib.loads(code)))
+    assert shown and {k: whole.get(k) for k in shown} == shown
 
 
 def error_examples() -> list:

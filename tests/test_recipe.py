@@ -561,3 +561,18 @@ def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
         for f in fields(cls):
             assert f"| `{f.name}` |" in generated, f"{section}.{f.name}"
     assert generated.count("\n- ") == len(schema.JOINT_RULES)
+
+
+def test_data_dir_and_device_win_over_a_variant_in_every_command(tmp_path):
+    # they describe the machine: a variant's data.root or train.device gives way to them
+    path = tmp_path / "v.toml"
+    path.write_text(
+        '[data]\nname = "digits"\n[variants.a.data]\nroot = "/elsewhere"\n'
+        '[variants.a.train]\ndevice = "cuda"\n[variants.b.optim]\nlr = 0.2\n'
+    )
+    chosen = recipes.resolve(path, variant="a", data_dir=tmp_path, device="cpu")
+    assert (chosen.data.root, chosen.train.device) == (str(tmp_path), "cpu")
+    whole = recipes.resolve(path, data_dir=tmp_path, device="cpu")  # regulab train: all variants
+    for variant in recipes.expand(whole).values():
+        assert (variant.data.root, variant.train.device) == (str(tmp_path), "cpu")
+    assert recipes.resolve(path, variant="a").data.root == "/elsewhere"  # without the flags

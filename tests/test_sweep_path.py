@@ -159,7 +159,7 @@ def test_holdout_metrics_equal_stacked_evaluate(fits):
 
 
 def _sequential(recipe, seed):
-    """One run as `regulab train` makes it (runner.train_one without the run folder)."""
+    """One run as `regulab train` makes it (recipe.run.train_one without the run folder)."""
     torch.manual_seed(seed)
     splits = build.load_data(recipe, seed)
     parts = build.run_parts(recipe, splits, seed)

@@ -2,7 +2,7 @@
 
 A penalty lam * ||w||^2 / 2 is the soft form of the constraint ||w||^2 <= theta:
 for every active radius there is a lam with the same solution (Lagrange
-duality; `regulab.equivalence` checks it numerically). The hard form projects
+duality; `regulab.demos.equivalence` checks it numerically). The hard form projects
 the weights back onto the ball after each optimizer step (projected gradient
 descent), as in max-norm regularization with dropout (Srivastava et al.,
 JMLR 2014, section 5.1).

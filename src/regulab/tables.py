@@ -1,7 +1,7 @@
 """Text tables: headers and rows of cell strings, as a rich Table or as Markdown.
 
 Every report formats its own cells (`rows(...)` in each report module); this
-module only lays them out, so the terminal and report.md show the same cells.
+module only lays them out.
 rich is imported only when a rich Table is made.
 """
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,8 @@ def run(args, console) -> int:
     recipe, seeds, out = _plan(args)
     recipe_run.preflight(recipe, seeds[0])
     start = time.perf_counter()
-    with progress(console) as bar:  # rank != 0 is silent: the bar is made before the rank
+    rank = int(os.environ.get("RANK", "0"))  # torchrun's rank: only rank 0 draws a bar
+    with progress(console, rank) as bar:
         rank, out, summary = recipe_run.train_command(
             recipe, seeds, out, resume=bool(args.resume), overwrite=args.overwrite, progress=bar
         )

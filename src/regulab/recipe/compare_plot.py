@@ -1,6 +1,6 @@
 """The figure of a comparison report: loss, accuracy and weight norm against epoch.
 
-One colour per group of runs (see regulab.compare); lines are the mean over the
+One colour per group of runs (see regulab.recipe.compare); lines are the mean over the
 completed seeds, bands span the smallest to the largest seed. matplotlib is
 imported only when a figure is drawn, through its object API (no pyplot), so
 drawing never changes the backend of the caller's session.

@@ -192,23 +192,35 @@ def resolve(
     data_dir: str | Path | None = None,
     device: str | None = None,
 ) -> Recipe:
-    """The recipe a command runs: the file, its `--set` overrides, `--data-dir` and `--device`
-    (data.root and train.device), then the variant named by `--variant`.
+    """The recipe a command runs: the file and its `--set` overrides, the variant named by
+    `--variant`, then `--data-dir` and `--device` (see `place`).
 
     one: the command runs a single variant (its text ends the error), so a recipe with
     variants needs one named; without it, a variant is picked only if named.
     """
-    extra = [] if data_dir is None else [f"data.root={json.dumps(str(data_dir))}"]
-    if device is not None:
-        extra.append(f"train.device={json.dumps(device)}")
-    recipe = load(path, [*overrides, *extra])
-    if variant is None and (one is None or not recipe.variants):
-        return recipe
-    if variant not in recipe.variants:
-        names = ", ".join(recipe.variants) or "(none: the recipe has no variants)"
-        why = f" ({one})" if one else ""
-        raise RecipeError(f"--variant must be one of {names}{why}; got {variant!r}")
-    return expand(recipe)[variant]
+    recipe = load(path, overrides)
+    if variant is not None or (one is not None and recipe.variants):
+        if variant not in recipe.variants:
+            names = ", ".join(recipe.variants) or "(none: the recipe has no variants)"
+            why = f" ({one})" if one else ""
+            raise RecipeError(f"--variant must be one of {names}{why}; got {variant!r}")
+        recipe = expand(recipe)[variant]
+    return place(recipe, data_dir, device)
+
+
+def place(recipe: Recipe, data_dir=None, device: str | None = None) -> Recipe:
+    """Set where the data lives (data.root) and the device (train.device), in the recipe and
+    in each of its variants: they describe this machine, so they win over the recipe."""
+    for key, value in (("data.root", None if data_dir is None else str(data_dir)),
+                       ("train.device", device)):  # fmt: skip
+        if value is None:
+            continue
+        section, name = key.split(".")
+        setattr(getattr(recipe, section), name, value)
+        for overrides in recipe.variants.values():
+            if name in overrides.get(section, {}):
+                overrides[section][name] = value
+    return recipe
 
 
 def stored_run(folder: Path, option: str) -> dict:
@@ -239,6 +251,4 @@ def resumed(folder: Path, path: str | Path | None = None, data_dir=None) -> tupl
                 f"RECIPE {path} differs from the recipe of the run in {folder}; "
                 "leave RECIPE out to resume that run"
             )
-    if data_dir is not None:
-        recipe.data.root = str(data_dir)
-    return recipe, stored["seeds"]
+    return place(recipe, data_dir), stored["seeds"]

@@ -53,13 +53,11 @@ def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=Non
             raw = stored["recipe"]
         raw = json.loads(json.dumps(raw))
         raw.pop("variants", None)
-        if data_dir is not None:
-            texts = [*texts, f"data.root={json.dumps(str(data_dir))}"]
-        if device is not None:
-            texts = [*texts, f"train.device={json.dumps(device)}"]
         for text in texts:
             recipes.apply_override(raw, text)
-        recipe = recipes.from_dict(raw, source=str(source / "config.json"))
+        recipe = recipes.place(
+            recipes.from_dict(raw, source=str(source / "config.json")), data_dir, device
+        )
         _same_model_and_data(recipe, stored, path, source, sets)
     _check(recipe)
     return recipe, stored
@@ -103,15 +101,13 @@ def stored_run(folder: Path) -> dict:
     """config.json of a completed single run of `regulab train` with its checkpoints."""
     from regulab import checkpoint
 
+    stored = recipes.stored_run(folder, "--from")
     try:
-        stored = json.loads((folder / "config.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as e:
         raise RecipeError(
             f"--from must be a run folder of `regulab train`; cannot read it: {e}"
         ) from e
-    if stored.get("command") != "train" or "recipe" not in stored:
-        raise RecipeError(f"--from must be a run folder of `regulab train`; '{folder}' is not")
     if "variant" not in summary:  # the top folder of several variants or seeds
         raise RecipeError(
             f"--from must be one run; '{folder}' holds several: pass one of "

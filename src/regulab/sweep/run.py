@@ -10,7 +10,17 @@ from regulab.sweep import plot, report
 
 
 def write(search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None):
-    """Fit `search` (a LambdaSearch) inside the run folder and write its files; the summary."""
+    """Fit `search` (a LambdaSearch) inside the run folder and write its files; the summary.
+
+    A RuntimeError on the way (a Ray trial failed: its error names the chunk) is RunFailed.
+    """
+    try:
+        return _write(search, recipe, values, settings, out, overwrite, on_epoch)
+    except RuntimeError as e:
+        raise RunFailed(str(e)) from e
+
+
+def _write(search, recipe, values, settings, out, overwrite, on_epoch) -> dict:
     start = time.perf_counter()
     with runs.run_folder(out, overwrite=overwrite) as tmp:
         runs.write_json(
@@ -22,10 +32,7 @@ def write(search, recipe, values, settings: dict, out: Path, *, overwrite=False,
                 **runs.environment(),
             },
         )
-        try:
-            search.fit(on_epoch=on_epoch)
-        except RuntimeError as e:  # a Ray trial failed: its error names the chunk
-            raise RunFailed(str(e)) from e
+        search.fit(on_epoch=on_epoch)
         rows, best = search.path_, search.best_index_
         folds = settings["folds"]
         summary = {
