@@ -79,7 +79,7 @@ def run(args, console) -> int:
     from regulab.slim import source
 
     recipe, stored = source.resolve(
-        args.recipe, source.overrides(args), variant=args.variant, source=args.source,
+        args.recipe, _overrides(args), variant=args.variant, source=args.source,
         data_dir=args.data_dir, device=args.device, sets=args.set,
     )  # fmt: skip
     seed = source.seed_of(recipe, stored, args.seed, args.source)
@@ -103,3 +103,17 @@ def _print(console, summary: dict, out: Path) -> None:
         if r["note"]:
             console.print(f"ratio {r['ratio']:g} pass {r['pass']}: {r['note']}", soft_wrap=True)
     print_report(console, out, summary["seconds"])
+
+
+def _overrides(args) -> list[str]:
+    """The `--set` texts of the slim options (--ratio(s), --passes, --finetune-epochs)."""
+    texts = list(args.set)
+    if args.ratio is not None:
+        texts.append(f"slim.ratios=[{args.ratio!r}]")
+    if args.ratios is not None:
+        texts.append(f"slim.ratios=[{', '.join(repr(r) for r in args.ratios)}]")
+    if args.passes is not None:
+        texts.append(f"slim.passes={args.passes}")
+    if args.finetune_epochs is not None:
+        texts.append(f"slim.finetune_epochs={args.finetune_epochs}")
+    return texts

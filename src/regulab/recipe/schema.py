@@ -3,8 +3,8 @@
 A recipe has one table per section below; every field has a default, so a recipe states only
 what differs. Each field declares beside it what it allows, `default(value, *allowed)`: the names
 it may take or its range. `check` walks the dataclasses and tests every declared rule, then the
-few rules that join fields (`JOINT_RULES`). `markdown` renders all of it as the reference part of
-docs/recipes.md. `regulab.recipe.load` reads TOML files into these dataclasses.
+few rules that join fields (`JOINT_RULES`). `regulab.recipe.reference` renders all of it for
+docs/recipes.md; `regulab.recipe.load` reads TOML files into these dataclasses.
 """
 
 # ruff: noqa: RUF009 (`default(...)` returns a dataclasses.field, which ruff cannot see)

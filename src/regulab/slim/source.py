@@ -13,20 +13,6 @@ from regulab.errors import RecipeError
 from regulab.recipe.schema import BN_MODELS
 
 
-def overrides(args) -> list[str]:
-    """The `--set` texts of the slim options (--ratio(s), --passes, --finetune-epochs)."""
-    texts = list(args.set)
-    if args.ratio is not None:
-        texts.append(f"slim.ratios=[{args.ratio!r}]")
-    if args.ratios is not None:
-        texts.append(f"slim.ratios=[{', '.join(repr(r) for r in args.ratios)}]")
-    if args.passes is not None:
-        texts.append(f"slim.passes={args.passes}")
-    if args.finetune_epochs is not None:
-        texts.append(f"slim.finetune_epochs={args.finetune_epochs}")
-    return texts
-
-
 def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=None, sets=()):
     """(recipe, stored config of the --from run or None); `sets`: the user's --set texts."""
     one = "regulab slim slims one run"
