@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from regulab import recipe as recipes
-from regulab.recipe import RecipeError, reference, schema
+from regulab.recipe import RecipeError, reference, rules, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -187,11 +187,12 @@ def test_unknown_key_in_a_variant_names_the_variant(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "variant", ["[variants.a]\nname = 'b'\n", "[variants.a]\nvariants.b = {}\n"]
+    "variant",
+    ["[variants.a]\nname = 'b'\n", "[variants.a]\nvariants.b = {}\n", "[variants.a]\nbase = '.'\n"],
 )
-def test_a_variant_may_not_rename_or_nest(tmp_path, variant):
+def test_a_variant_may_not_rename_nest_or_move(tmp_path, variant):
     msg = error(tmp_path, DIGITS + variant)
-    assert "[variants.a] may not set 'variants' or 'name'" in msg
+    assert "[variants.a] may not set 'variants', 'name' or 'base'" in msg
 
 
 def test_variants_must_be_tables(tmp_path):
@@ -332,10 +333,13 @@ def test_malformed_set_says_what_is_expected(tmp_path, text):
         ),
         (
             ["data.name=cifar10"],
-            "data.name must be one of fashion_mnist, mnist, digits, synthetic_linear, line; "
-            "got 'cifar10'",
+            "data.name must be one of fashion_mnist, mnist, digits, synthetic_linear, line, "
+            "or \"\"; got 'cifar10'",
         ),
-        (["train.loss=hinge"], "train.loss must be one of cross_entropy, mse, half_mse"),
+        (
+            ["train.loss=hinge"],
+            'train.loss must be one of cross_entropy, mse, half_mse, or "module:callable"',
+        ),
         (
             ["schedule.name=cyclic"],
             "schedule.name must be one of constant, inverse_sqrt, inverse_time, step",
@@ -362,8 +366,19 @@ def test_check_names_file_key_allowed_values_and_value(tmp_path, overrides, expe
 
 
 # one value outside what the field declares -> the message; every declared rule appears here
+ARRAYS_TEXT = (
+    "a table of array names: x and y, optionally x_val and y_val, x_test and y_test, in pairs"
+)
+CODE_TEXT = '"" or "module:callable" or "path/to/file.py:callable"'
 OUTSIDE = [
-    ("data.name", "cifar10", "one of fashion_mnist, mnist, digits, synthetic_linear, line"),
+    ("data.name", "cifar10", 'one of fashion_mnist, mnist, digits, synthetic_linear, line, or ""'),
+    ("data.path", "x.csv", '"" or a file ending in .npz or .safetensors'),
+    ("data.arrays", {"x": "a"}, ARRAYS_TEXT),
+    ("data.arrays", {"x": "a", "y": "b", "x_val": "c"}, ARRAYS_TEXT),
+    ("data.arrays", {"x": "a", "y": "b", "z": "c"}, ARRAYS_TEXT),
+    ("data.arrays", {"x": "a", "y": 1}, ARRAYS_TEXT),
+    ("data.factory", "data.load", CODE_TEXT),
+    ("data.task", "ranking", "one of auto, classification, regression"),
     ("data.val_fraction", 1.0, "in [0, 1)"),
     ("data.test_fraction", 0.0, "in (0, 1)"),
     ("data.seed", -1, "an integer >= 0"),
@@ -372,6 +387,8 @@ OUTSIDE = [
     ("data.num_inputs", 0, "an integer >= 1"),
     ("data.n", 0, "an integer >= 1"),
     ("model.name", "transformer", "one of linear, mlp, vgg_bn, resnet_bn"),
+    ("model.factory", "model.py", CODE_TEXT),
+    ("model.factory", "model:make()", CODE_TEXT),
     ("model.dropout", [0.5, 1.0], "probabilities in [0, 1)"),
     ("model.activation", "swish", "one of relu, gelu, tanh"),
     ("model.drop_block_size", 0, "an integer >= 1"),
@@ -413,7 +430,10 @@ OUTSIDE = [
     ("slim.score", "l2", "one of gamma, normalized"),
     ("train.epochs", 0, "an integer >= 1"),
     ("train.batch_size", 0, "an integer >= 1"),
-    ("train.loss", "hinge", "one of cross_entropy, mse, half_mse"),
+    ("train.loss", "hinge", 'one of cross_entropy, mse, half_mse, or "module:callable"'),
+    ("train.batch_fn", "batches", CODE_TEXT),
+    ("train.precision", "fp8", "one of fp32, bf16, fp16"),
+    ("train.accumulate", 0, "an integer >= 1"),
     ("train.seed", -1, "an integer >= 0"),
     ("train.clip_grad_norm", -1.0, "a finite number >= 0"),
     ("train.eval_train", -1, "an integer >= 0"),
@@ -446,11 +466,11 @@ def test_the_name_lists_other_modules_import_are_what_the_fields_allow():
         (rule,) = next(f for f in fields(cls) if f.name == name).metadata["allowed"]
         return rule.text
 
-    assert allowed(schema.Data, "name") == "one of " + ", ".join(schema.DATASETS)
+    assert allowed(schema.Data, "name") == "one of " + ", ".join(schema.DATASETS) + ', or ""'
     assert allowed(schema.Model, "name") == "one of " + ", ".join(schema.MODELS)
     assert allowed(schema.Optim, "name") == "one of " + ", ".join(schema.OPTIMIZERS)
     assert allowed(schema.Schedule, "name") == "one of " + ", ".join(schema.SCHEDULES)
-    assert allowed(schema.Train, "loss") == "one of " + ", ".join(schema.LOSSES)
+    assert allowed(schema.Train, "loss").startswith("one of " + ", ".join(schema.LOSSES) + ", ")
     for param, key in schema.SWEEPABLE.items():
         section, name = key.split(".")
         assert name in {f.name for f in fields(recipes.SECTIONS[section])}, param
@@ -477,6 +497,54 @@ def test_the_name_lists_other_modules_import_are_what_the_fields_allow():
             "early_stopping.monitor must be val_loss for the regression data set "
             "synthetic_linear (it has no accuracy); got 'val_accuracy'",
         ),
+        (
+            {"data": {"name": "digits", "path": "d.npz"}},
+            "data.name 'digits' and data.path 'd.npz' are two sources of data; set one",
+        ),
+        (
+            {"data": {"path": "d.npz", "factory": "data:load"}},
+            "data.path 'd.npz' and data.factory 'data:load' are two sources of data; set one",
+        ),
+        (
+            {"data": {"name": "digits", "kwargs": {"n": 3}}},
+            "data.kwargs is used with data.factory only, which is not set; got {'n': 3}",
+        ),
+        (
+            {"data": {"name": "digits", "arrays": {"x": "a", "y": "b"}}},
+            "data.arrays is used with data.path only, which is not set; got {'x': 'a', 'y': 'b'}",
+        ),
+        (
+            {"data": {"name": "digits", "task": "regression"}},
+            "data.task is used with data.path or data.factory only, which is not set; "
+            "got 'regression'",
+        ),
+        (
+            {"model": {"kwargs": {"width": 8}}},
+            "model.kwargs is used with model.factory only, which is not set; got {'width': 8}",
+        ),
+        (
+            {"train": {"loss_kwargs": {"weight": [1, 2]}}},
+            'train.loss_kwargs is used with train.loss = "module:callable" only, which is not '
+            "set; got {'weight': [1, 2]}",
+        ),
+        (
+            {"data": {"path": "d.npz", "task": "classification"}, "train": {"loss": "mse"}},
+            "train.loss must be cross_entropy for classification data; got 'mse'",
+        ),
+        (
+            {
+                "data": {"factory": "data:load", "task": "regression"},
+                "train": {"loss": "mse"},
+                "early_stopping": {"patience": 2, "monitor": "val_accuracy"},
+            },
+            "early_stopping.monitor must be val_loss for regression data (it has no accuracy); "
+            "got 'val_accuracy'",
+        ),
+        (
+            {"data": {"path": "d.npz", "val_fraction": 0.0}, "early_stopping": {"patience": 2}},
+            "early_stopping.patience > 0 needs a validation set: set data.val_fraction > 0 "
+            "(it is 0)",
+        ),
         (  # a field's own rule is tested before the rules that join fields
             {"data": {"name": "line"}, "model": {"name": "vgg_bn"}, "optim": {"lr": 0.0}},
             "optim.lr must be a finite number > 0; got 0.0",
@@ -487,6 +555,23 @@ def test_rules_that_join_fields(raw, expected):
     with pytest.raises(RecipeError) as info:
         recipes.from_dict(raw, source="r.toml")
     assert str(info.value) == f"r.toml: {expected}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"data": {"path": "d.npz"}, "train": {"loss": "mse"}},  # the task is known once read
+        {"data": {"path": "d.npz", "val_fraction": 0.0, "arrays": {"x": "a", "y": "b",
+          "x_val": "c", "y_val": "d"}}, "early_stopping": {"patience": 2}},
+        {"data": {"factory": "data:load", "val_fraction": 0.0}, "early_stopping": {"patience": 2}},
+        {"data": {"name": "digits"}, "train": {"loss": "torch.nn:CrossEntropyLoss",
+                                              "loss_kwargs": {"weight": [1.0, 2.0]}}},
+        {"data": {"name": "line"}, "model": {"name": "vgg_bn", "factory": "m:make"},
+         "train": {"loss": "mse"}, "slim": {"sparsity": 1e-4}},  # model.name ignored
+    ],
+)  # fmt: skip
+def test_what_only_the_data_or_the_model_can_say_is_left_to_build(raw):
+    recipes.from_dict(raw, source="r.toml")
 
 
 def test_check_applies_to_each_variant_at_load(tmp_path):
@@ -560,7 +645,7 @@ def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
         assert f"### [{section}]" in generated
         for f in fields(cls):
             assert f"| `{f.name}` |" in generated, f"{section}.{f.name}"
-    assert generated.count("\n- ") == len(schema.JOINT_RULES)
+    assert generated.count("\n- ") == len(rules.JOINT_RULES)
 
 
 def test_data_dir_and_device_win_over_a_variant_in_every_command(tmp_path):

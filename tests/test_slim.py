@@ -1,6 +1,7 @@
 """Network slimming, first part: sparsity on BatchNorm scales, the plan, surgery vs masking."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -236,11 +237,21 @@ def test_export_round_trip_gives_the_same_outputs_without_pickle(tmp_path, name,
     assert flops(loaded, EXAMPLE) == flops(small, EXAMPLE) < flops(model, EXAMPLE)
 
 
-def test_export_refuses_an_unknown_architecture(tmp_path):
+def test_export_keeps_any_arch_and_load_asks_for_the_model_it_cannot_build(tmp_path):
     from regulab.slim import export
 
-    with pytest.raises(ValueError, match="arch"):
-        export.save(vgg(), tmp_path, {"name": "alexnet"})
+    model = vgg()
+    export.save(model, tmp_path, {"name": "alexnet", "source": "my notes"})
+    assert json.loads((tmp_path / "arch.json").read_text())["arch"] == {
+        "name": "alexnet",
+        "source": "my notes",
+    }
+    with pytest.raises(ValueError, match=r"names no regulab model .* pass model="):
+        export.load(tmp_path)
+    loaded = export.load(tmp_path, model=vgg)  # a zero-argument factory
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 # --- recipes --------------------------------------------------------------------------------

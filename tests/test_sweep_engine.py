@@ -11,12 +11,15 @@ statistically, from which hidden units a single step left untouched.
 import copy
 import dataclasses
 import functools
+import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from regulab import (
     Dropout,
@@ -541,3 +544,273 @@ def test_the_small_linear_fast_path_leaves_the_thread_count_as_it_was():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+# --- torch-native parts: nn.Dropout layers, DataLoaders, loss callables, batch_fn ------------
+
+
+class _ChannelDropoutReference(nn.Module):
+    """Channel dropout written out: a uniform draw per (example, channel), kept if >= p."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape[:2] + (1,) * (x.ndim - 2)) >= self.p
+        return x * keep / (1 - self.p)
+
+
+class _ConvNet(nn.Module):
+    """A user's model with torch's own dropout layers."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.drop2d = nn.Dropout2d(p)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(6 * 64, 16), nn.ReLU())
+        self.drop = nn.Dropout(p)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(self.drop(self.head(self.drop2d(torch.relu(self.conv(x))))))
+
+
+def test_dropout_sweep_swaps_torch_dropout_layers_on_copies_and_equals_fit():
+    x, y = _images(64)
+    values = [0.0, 0.2, 0.5]
+    model = _seeded(_ConvNet)
+    s = Settings(optim=schema.Optim(lr=0.05, momentum=0.5), train=schema.Train(epochs=2, seed=1))
+    refs = []
+    for p in values:
+        ref = copy.deepcopy(model)
+        ref.drop2d, ref.drop = _ChannelDropoutReference(p), Dropout(p)
+        refs.append(ref)
+    stacked = _sweep_and_compare(model, "dropout", values, x, y, s, refs=refs)
+    assert _spread(stacked) > 1e-3
+    assert type(model.drop2d) is nn.Dropout2d and model.drop2d.p == 0.5  # the caller's model
+    assert type(model.drop) is nn.Dropout and model.drop.p == 0.5
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (nn.Dropout1d, (200, 40, 5)), (nn.Dropout1d, (400, 5)),  # batched, one example
+        (nn.Dropout2d, (200, 40, 3, 3)), (nn.Dropout2d, (200, 40, 5)),  # 3-D: as torch, (N, C, L)
+        (nn.Dropout3d, (200, 40, 2, 2, 2)), (nn.Dropout3d, (400, 2, 2, 2)),
+    ],
+)  # fmt: skip
+def test_swapped_channel_dropout_drops_what_torch_drops_at_rate_p(layer, shape):
+    from regulab.sweep.native import swap_dropout
+
+    p = 0.3
+    model = nn.Sequential(layer(p))
+    assert swap_dropout(model) == 1
+    swapped = model[0]
+    x = torch.ones(shape)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on 3-D input to Dropout2d
+        theirs = layer(p)(x)
+    ours = swapped(x)
+    lead = 2 if len(shape) != {nn.Dropout1d: 2, nn.Dropout3d: 4}.get(layer) else 1
+    for out in (theirs, ours):  # one draw per leading index: constant over the other dims
+        flat = out.reshape(math.prod(shape[:lead]), -1)
+        assert (flat == flat[:, :1]).all()
+        first = flat[:, 0]
+        assert ((first == 0) | ((first - 1 / (1 - p)).abs() < 1e-6)).all()
+    kept = (ours.reshape(math.prod(shape[:lead]), -1)[:, 0] > 0).double()
+    sigma = (p * (1 - p) / len(kept)) ** 0.5
+    assert abs(kept.mean().item() - (1 - p)) < 4 * sigma
+    assert torch.equal(swapped.eval()(x), x)  # eval() makes it the identity
+
+
+def test_alpha_dropout_is_refused_by_name():
+    x, y = _images(16)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.SELU(), nn.AlphaDropout(0.1),
+                          nn.Linear(8, 10))  # fmt: skip
+    with pytest.raises(ValueError, match=r"layer '3' is AlphaDropout, which a sweep cannot"):
+        fit_sweep(model, "dropout", [0.1], TensorLoader(x, y, batch_size=8), Settings())
+
+
+def test_a_strength_sweep_keeps_torch_dropout_and_equals_fit():
+    x, y = _images(64)
+    model = _seeded(_ConvNet)
+    s = Settings(optim=schema.Optim(lr=0.05), train=schema.Train(epochs=2, seed=3))
+    _sweep_and_compare(model, "l2", [0.0, 0.1], x, y, s)
+
+
+def _shuffled(x, y, batch_size=16):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+
+
+def test_a_dataloader_is_iterated_each_epoch_as_fit_iterates_it():
+    x, y = _images(64)
+    model = _seeded(lambda: models.mlp([64, 16, 10], dropout=0.2))
+    s = Settings(optim=schema.Optim(lr=0.1, momentum=0.5), train=schema.Train(epochs=3, seed=2))
+    values = [0.0, 0.05]
+    stacked = fit_sweep(model, "l2", values, _shuffled(x, y), s)
+    for k, v in enumerate(values):  # fit reseeds torch before iterating: the same order
+        ref = _fit_on(model, _shuffled(x, y), s.with_strengths(l2=v))
+        _assert_same(ref, stacked.model(k), TOL[torch.float32])
+
+
+def _fit_on(model, train, s, **kwargs):
+    """fit of a copy of model on train (any loader) with the l2 and loss of s."""
+    m = copy.deepcopy(model)
+    groups = param_groups(m, 0.0)
+    opt = torch.optim.SGD(groups, lr=s.optim.lr, momentum=s.optim.momentum)
+    weights = [p for g in groups if g["penalize"] for p in g["params"]]
+    penalty = Penalty([{"params": weights, "l2": s.penalty.l2}]) if s.penalty.l2 else None
+    history = fit(m, opt, train, epochs=s.train.epochs, loss=s.loss_function(), penalty=penalty,
+                  seed=s.train.seed, eval_train=0, **kwargs)  # fmt: skip
+    assert history.status == "completed"
+    return m
+
+
+def test_train_that_the_engine_cannot_iterate_is_refused_saying_what_to_pass():
+    x, y = _images(32)
+    model = models.mlp([64, 8, 10])
+    s = Settings(train=schema.Train(epochs=1))
+    with pytest.raises(ValueError, match=r"train: vary=True .* needs a TensorLoader; got Data"):
+        fit_sweep(model, "l2", [0.0], _shuffled(x, y), dataclasses.replace(s, vary=True))
+    with pytest.raises(TypeError, match=r"got a tuple of tensors: pass TensorLoader\(x, y"):
+        fit_sweep(model, "l2", [0.0], (x, y), s)
+    with pytest.raises(TypeError, match=r"train must be .* got int"):
+        fit_sweep(model, "l2", [0.0], 3, s)
+
+
+def test_evaluate_takes_any_iterable_of_batches():
+    x, y = _images(96)
+    model = _seeded(lambda: models.mlp([64, 16, 10]))
+    s = Settings(optim=schema.Optim(lr=0.1), train=schema.Train(epochs=1))
+    stacked = fit_sweep(model, "l2", [0.0, 0.5], TensorLoader(x, y, batch_size=16), s)
+    xt, yt = _images(70, start=300)
+    want = stacked.evaluate((xt, yt), "cross_entropy", batch_size=32)
+    loader = DataLoader(TensorDataset(xt, yt), batch_size=32)
+    batches = ((xt[i : i + 32], yt[i : i + 32]) for i in range(0, 70, 32))
+    dicts = [{"x": a, "y": b} for a, b in loader]
+    for data, kwargs in ((loader, {}), (batches, {}),
+                         (dicts, {"batch_fn": lambda b: (b["x"], b["y"])})):  # fmt: skip
+        got = stacked.evaluate(data, "cross_entropy", **kwargs)
+        for key in ("loss", "loss_se", "accuracy"):
+            torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-12)
+
+
+def _binary(n=64, start=0):
+    x, y = _images(n, start)
+    return x, (y % 2).float()[:, None]  # odd digits: (n, 1) 0/1 targets
+
+
+LOSS_CASES = {
+    "weighted_cross_entropy": lambda: (
+        nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, 10)),
+        _images,
+        10,
+    ),
+    "bce_with_logits": lambda: (nn.BCEWithLogitsLoss(), _binary, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_a_loss_callable_trains_and_evaluates_as_fit_and_metrics_do(case):
+    loss, data, outputs = LOSS_CASES[case]()
+    x, y = data(64)
+    model = _seeded(lambda: models.mlp([64, 16, outputs], dropout=0.2))
+    s = Settings(optim=schema.Optim(lr=0.2, momentum=0.5), train=schema.Train(epochs=2, seed=4),
+                 loss=loss)  # fmt: skip
+    values = [0.0, 0.01, 0.3]
+    stacked = fit_sweep(model, "l2", values, TensorLoader(x, y, batch_size=16, seed=LOADER_SEED), s)
+    xt, yt = data(80, 400)
+    got = stacked.evaluate((xt, yt), loss, batch_size=32)
+    for k, v in enumerate(values):
+        ref = _fit_on(model, TensorLoader(x, y, batch_size=16, seed=LOADER_SEED),
+                      s.with_strengths(l2=v))  # fmt: skip
+        _assert_same(ref, stacked.model(k), TOL[torch.float32])
+        mean, accuracy = evaluate(stacked.model(k), (xt, yt), loss, batch_size=32)
+        assert got["loss"][k].item() == pytest.approx(mean, rel=1e-6)
+        assert got["accuracy"][k].item() == pytest.approx(accuracy, abs=1e-12)
+        with torch.no_grad():
+            out = stacked.model(k)(xt)
+        each = np.array([loss(out[i : i + 1], yt[i : i + 1]).item() for i in range(len(xt))])
+        se = each.std(ddof=1) / np.sqrt(len(each))
+        assert got["loss_se"][k].item() == pytest.approx(se, rel=1e-5)
+    assert _spread(stacked) > 1e-3
+
+
+def test_accumulated_gradients_equal_fit_with_accumulate():
+    x, y = _images(80)  # 5 batches of 16: steps of 2 + 2 + a trailing 1
+    model = _seeded(lambda: models.mlp([64, 16, 10], dropout=0.2))
+    train = schema.Train(epochs=2, seed=1)
+    train.accumulate = 2  # a field of schema.Train, set as an attribute for older schemas
+    s = Settings(optim=schema.Optim(lr=0.1, momentum=0.5), train=train, schedule=inverse_sqrt(0.5))
+    values = [0.0, 0.1]
+    stacked = fit_sweep(model, "l2", values, TensorLoader(x, y, batch_size=16, seed=LOADER_SEED), s)
+    for k, v in enumerate(values):
+        ref = _fit_on(model, TensorLoader(x, y, batch_size=16, seed=LOADER_SEED),
+                      s.with_strengths(l2=v), accumulate=2, schedule=s.schedule)  # fmt: skip
+        _assert_same(ref, stacked.model(k), TOL[torch.float32])
+
+
+class _Keywords(nn.Module):
+    """A model called with keyword inputs, model(image=x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = models.mlp([64, 16, 10])
+
+    def forward(self, image):
+        return self.mlp(image)
+
+
+@pytest.mark.parametrize("keywords", [False, True], ids=["tensor", "dict-inputs"])
+def test_dict_batches_with_a_batch_fn_equal_fit_with_that_batch_fn(keywords):
+    x, y = _images(48)
+    dicts = DataLoader([{"image": a, "label": b} for a, b in zip(x, y, strict=True)],
+                       batch_size=16)  # fmt: skip
+    if keywords:  # inputs as a dict: model(**inputs)
+        batch_fn = lambda b: ({"image": b["image"]}, b["label"])  # noqa: E731
+        model = _seeded(_Keywords)
+    else:
+        batch_fn = lambda b: (b["image"], b["label"])  # noqa: E731
+        model = _seeded(lambda: models.mlp([64, 16, 10]))
+    s = Settings(optim=schema.Optim(lr=0.1), train=schema.Train(epochs=2), batch_fn=batch_fn)
+    stacked = fit_sweep(model, "l2", [0.0, 0.2], dicts, s)
+    for k, v in enumerate([0.0, 0.2]):
+        ref = _fit_on(model, dicts, s.with_strengths(l2=v), batch_fn=batch_fn)
+        _assert_same(ref, stacked.model(k), TOL[torch.float32])
+    got = stacked.evaluate(dicts, "cross_entropy", batch_fn=batch_fn)
+    for k in range(2):
+        loss, _ = evaluate(stacked.model(k), dicts, "cross_entropy", batch_fn=batch_fn)
+        assert got["loss"][k].item() == pytest.approx(loss, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("precision", "bf16", r"fit_sweep: train.precision='bf16' is not supported by the stacked "
+                              r"engine; use 'fp32'"),
+        ("loss", "losses.py:focal", r"settings.train.loss .*got 'losses.py:focal' \(a loss of "
+                                    r"your own: Settings\(loss=callable\)\)"),
+        ("batch_fn", "batches:pair", r"settings.train.batch_fn 'batches:pair' names code"),
+        ("accumulate", 0, r"settings.train.accumulate must be a positive integer"),
+    ],
+)  # fmt: skip
+def test_what_the_stacked_step_cannot_honour_is_refused_by_name(field, value, match):
+    x, y = _images(16)
+    train = schema.Train(epochs=1)
+    setattr(train, field, value)
+    with pytest.raises(ValueError, match=match):
+        fit_sweep(models.mlp([64, 8, 10]), "l2", [0.0], TensorLoader(x, y, batch_size=8),
+                  Settings(train=train))  # fmt: skip
+
+
+def test_fit_sweep_leaves_the_callers_random_state_alone():
+    x, y = _images(32)
+    model = _seeded(lambda: models.mlp([64, 8, 10], dropout=0.5))
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    fit_sweep(model, "dropout", [0.1, 0.5], _shuffled(x, y), Settings(train=schema.Train(epochs=2)))
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,19 +1,18 @@
 """The training loop: any optimizer plus the library's regularizers, with history and checkpoints.
 
 `fit` checks its arguments, restores a checkpoint when resuming, then runs epochs.
-One step (`_step`): augment the batch, forward, backward, add the penalty's
-gradient (`Penalty.apply_`), clip the gradient norm, set the learning rate from
-the schedule (a pure function of the step), step the optimizer, then run the
-after-step projections (`max_norm_`, `prox_l1_`). One end of epoch
-(`_end_epoch`): evaluate, check for divergence, record a history row, ask early
-stopping, write a checkpoint, call on_epoch. Both read fit's settings and the
-loop's state (step counter, History) from one `_Loop`. Nothing in a step waits
-for the device; divergence is checked once per epoch.
+One epoch of steps (`regulab.train_step`): batches, autocast for bf16/fp16,
+gradient accumulation, the penalty's gradient, clipping, the schedule, the
+optimizer step and the after-step projections. One end of epoch (`_end_epoch`):
+evaluate, check for divergence, record a history row, ask early stopping, write
+a checkpoint, call on_epoch. Both read fit's settings and the loop's state (step
+counter, History) from one `_Loop`. Divergence is checked once per epoch.
 
-Reproducibility: the loop reseeds torch's generator at the start of every epoch
+Reproducibility: the loop reseeds torch's generators at the start of every epoch
 from (seed, epoch, rank) and the loader draws the epoch's order from
 (seed, epoch), so an epoch resumed from a checkpoint sees exactly the random
-numbers (dropout masks, augmentations, order) of the uninterrupted run.
+numbers (dropout masks, augmentations, order) of the uninterrupted run. It does
+so inside `torch.random.fork_rng`: the caller's generators are left as they were.
 Under torchrun (a process group is initialized) `regulab.distributed.wrap` gives
 each process its share of every global batch and wraps the model in
 DistributedDataParallel; metrics are summed over processes.
@@ -28,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from regulab import _checks, checkpoint, distributed
-from regulab.data.loader import TensorLoader, epoch_seed
+from regulab import _checks, checkpoint, distributed, train_state, train_step
+from regulab.data.loader import TensorLoader
 from regulab.early_stopping import EarlyStopping
-from regulab.metrics import CLASSIFICATION, LOSSES, evaluate, weight_stats
+from regulab.metrics import check_loss, evaluate, weight_stats
 from regulab.penalties import Penalty
 
 COLUMNS = (
@@ -48,7 +47,6 @@ COLUMNS = (
     "seconds",
 )
 FINAL = COLUMNS[2:10]
-EARLY_STOPPING_STATE = ("best_", "best_epoch_", "wait_", "epochs_", "stopped_epoch_", "best_state_")
 
 
 @dataclass
@@ -75,13 +73,16 @@ def fit(
     epochs: int,
     val=None,
     test=None,
-    loss: str = "cross_entropy",
+    loss: str | Callable = "cross_entropy",
+    batch_fn: Callable | None = None,
+    precision: str = "fp32",
+    accumulate: int = 1,
     penalty: Penalty | None = None,
     after_step: Iterable[Callable[[], None]] = (),
     schedule: Callable[[int], float] | None = None,
     scheduler=None,
     early_stopping: EarlyStopping | None = None,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    augment: Callable | None = None,
     clip_grad_norm: float | None = None,
     seed: int = 0,
     eval_train: int = 10_000,
@@ -95,9 +96,23 @@ def fit(
     """Train model for `epochs` epochs; return its History.
 
     train: a TensorLoader (preferred: index slicing on the device) or any iterable
-    of (x, y) batches, such as a torch DataLoader. val / test: (x, y) tensors or
-    iterables of batches; val is what early stopping monitors, test is only
-    reported. loss: "cross_entropy", "mse" or "half_mse" (mean squared error / 2).
+    of batches, such as a torch DataLoader. val / test: (x, y) tensors or iterables
+    of batches; val is what early stopping monitors, test is only reported.
+    batch_fn(batch) -> (inputs, target) maps batches that are not (x, y) pairs
+    (dicts, longer tuples) for train, val and test; inputs may be a tensor
+    (`model(x)`), a tuple (`model(*inputs)`) or a dict (`model(**inputs)`).
+    loss: "cross_entropy", "mse", "half_mse" (mean squared error / 2), or any
+    callable (output, target) -> scalar mean loss, e.g. nn.CrossEntropyLoss(weight=w)
+    or nn.BCEWithLogitsLoss() (accuracy: see `metrics.correct`).
+
+    precision: "fp32", "bf16" or "fp16": forward and loss run under torch.autocast;
+    fp16 scales the loss with a torch.amp.GradScaler (a step with inf gradients is
+    skipped, not counted, and is no divergence). Weights and evaluation stay fp32.
+    accumulate: each optimizer step sums the gradients of `accumulate` consecutive
+    micro-batches, each loss divided by accumulate: with equal micro-batches, one
+    step on their concatenation. A trailing partial group at the epoch's end still
+    steps, on the mean of its micro-batches. The step counter (the schedule's
+    argument, checkpoints), penalty, clipping and after_step act once per step.
 
     penalty: a `Penalty` whose gradient is added after backward (coupled L1/L2).
     after_step: functions called after every optimizer step, e.g.
@@ -105,44 +120,43 @@ def fit(
     schedule: factor(step) multiplying each group's initial lr, set before every
     step (`regulab.schedules`); scheduler: a torch LR scheduler stepped once per
     epoch. clip_grad_norm: max total gradient norm (torch.nn.utils.clip_grad_norm_).
-    augment: a function applied to each training batch x before the forward pass.
+    augment: a function applied to each training batch's inputs before the forward pass.
 
     eval_train: the first eval_train training examples are re-evaluated in eval
     mode after each epoch for train_loss/train_accuracy (0: the running mean of
     the minibatch losses, in train mode, instead). Needs a TensorLoader.
     eval_batch_size: examples per forward pass when evaluating.
 
-    seed: torch's generator is reseeded from (seed, epoch, rank) at the start of
-    every epoch (dropout masks, augmentations); the loader's order has its own seed.
+    seed: torch's generators are reseeded from (seed, epoch, rank) at the start of
+    every epoch (dropout masks, augmentations) inside `torch.random.fork_rng`, so
+    the caller's random state is as it was; the loader's order has its own seed.
     checkpoint_dir: a checkpoint is written there after every good epoch; with
     resume=True training continues from the newest one; the newest keep_checkpoints
     are kept. on_epoch(history) is called after each epoch, on_step() after each
-    step (for progress display). A non-finite loss or
+    optimizer step, taken or skipped (for progress display). A non-finite loss or
     weight norm ends training with status "diverged" and keeps the last good
     checkpoint (the model itself is left as it was when that was detected).
 
     Under torchrun (a process group initialized, see `regulab.distributed`) the
     model is wrapped in DistributedDataParallel and a TensorLoader is sharded by
-    rank (`distributed.wrap`): the processes together take the steps of one.
+    rank (`distributed.wrap`): the processes together take the steps of one (a
+    callable loss is taken to be a mean over examples, as it is summed over them).
     """
     epochs = _checks.positive_int("epochs", epochs)
-    _checks.one_of("loss", loss, tuple(LOSSES))
+    loss = check_loss(loss)
+    train_step.check_precision(precision)
+    _checks.positive_int("accumulate", accumulate)
     _checks.non_negative_int("seed", seed)
     _checks.non_negative_int("eval_train", eval_train)
     _checks.positive_int("keep_checkpoints", keep_checkpoints)
     if clip_grad_norm is not None:
         _checks.positive("clip_grad_norm", clip_grad_norm)
-    if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs checkpoint_dir, the folder of the checkpoints")
-    if not resume and checkpoint_dir is not None and checkpoint.latest(checkpoint_dir):
-        raise ValueError(
-            f"checkpoint_dir '{checkpoint_dir}' already holds checkpoints "
-            f"({checkpoint.latest(checkpoint_dir).name}) of another run: pass resume=True to "
-            "continue it, or give an empty folder"
-        )
+    if batch_fn is not None and not callable(batch_fn):
+        kind = type(batch_fn).__name__
+        raise TypeError(f"batch_fn must be a callable batch -> (inputs, target); got {kind}")
+    train_state.check_folder(checkpoint_dir, resume)
     after_step = list(after_step)
     stepped, train = distributed.wrap(model, train)
-    train_eval = _train_eval_data(train, eval_train)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     loop = _Loop(
@@ -151,6 +165,9 @@ def fit(
         optimizer=optimizer,
         train=train,
         loss=loss,
+        batch_fn=batch_fn,
+        precision=precision,
+        accumulate=accumulate,
         seed=seed,
         penalty=penalty,
         after_step=after_step,
@@ -158,7 +175,7 @@ def fit(
         augment=augment,
         clip_grad_norm=clip_grad_norm,
         on_step=on_step,
-        train_eval=train_eval,
+        train_eval=_train_eval_data(train, eval_train, batch_fn),
         val=val,
         test=test,
         eval_batch_size=eval_batch_size,
@@ -168,18 +185,17 @@ def fit(
         keep_checkpoints=keep_checkpoints,
         on_epoch=on_epoch,
     )
-    start_epoch = 1
-    if resume and checkpoint.latest(checkpoint_dir) is not None:
-        start_epoch, loop.step = _restore(
-            checkpoint_dir, model, optimizer, scheduler, early_stopping, loop.history
-        )
-    for epoch in range(start_epoch, epochs + 1):
-        if early_stopping is not None and early_stopping.stopped_epoch_ is not None:
-            break  # resumed after the epoch that stopped
-        started = time.perf_counter()
-        running = _train_epoch(loop, epoch)
-        if _end_epoch(loop, epoch, running, started):
-            break
+    with train_step.rng_fork(loop.device):
+        start_epoch = 1
+        if resume and checkpoint.latest(checkpoint_dir) is not None:
+            start_epoch = train_state.restore(loop)
+        for epoch in range(start_epoch, epochs + 1):
+            if early_stopping is not None and early_stopping.stopped_epoch_ is not None:
+                break  # resumed after the epoch that stopped
+            started = time.perf_counter()
+            running = train_step.train_epoch(loop, epoch)
+            if _end_epoch(loop, epoch, running, started):
+                break
     return _finish(loop)
 
 
@@ -191,13 +207,16 @@ class _Loop:
     module: nn.Module  # the user's module: evaluated, checkpointed, restored
     optimizer: torch.optim.Optimizer
     train: Iterable  # this process's batches
-    loss: str  # a key of LOSSES
-    seed: int  # with the epoch and rank, seeds torch's generator each epoch
+    loss: str | Callable  # a key of LOSSES or a callable (output, target) -> mean loss
+    batch_fn: Callable | None  # batch -> (inputs, target); None: batches are (x, y)
+    precision: str  # a key of train_step.PRECISIONS
+    accumulate: int  # micro-batches per optimizer step
+    seed: int  # with the epoch and rank, seeds torch's generators each epoch
     # one step
     penalty: Penalty | None
     after_step: list[Callable[[], None]]
     schedule: Callable[[int], float] | None  # lr factor of the step
-    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    augment: Callable | None
     clip_grad_norm: float | None
     on_step: Callable[[], None] | None
     # one end of epoch
@@ -216,74 +235,9 @@ class _Loop:
 
     def __post_init__(self):
         self.rank, self.world_size = distributed.world()
-        self.loss_fn = LOSSES[self.loss]
         self.device = next(self.module.parameters()).device
         self.clip_params = [p for p in self.module.parameters() if p.requires_grad]
-
-
-def _train_epoch(loop: _Loop, epoch: int) -> torch.Tensor:
-    """Run one epoch of steps; return (sum of example losses, correct, examples) of its batches."""
-    torch.manual_seed(epoch_seed(loop.seed, epoch, stream=1 + loop.rank))
-    train = loop.train
-    if hasattr(train, "set_epoch"):
-        train.set_epoch(epoch)
-    elif hasattr(getattr(train, "sampler", None), "set_epoch"):
-        train.sampler.set_epoch(epoch)
-    loop.model.train()
-    count_correct = loop.loss in CLASSIFICATION and loop.train_eval is None
-    losses, counts, correct = [], [], []
-    sizes = getattr(train, "batch_sizes", None)  # a TensorLoader's global batch sizes
-    for i, (x, y) in enumerate(train):
-        x, y = x.to(loop.device, non_blocking=True), y.to(loop.device, non_blocking=True)
-        global_size = None
-        if loop.world_size > 1:
-            global_size = sizes[i] if sizes is not None else len(y) * loop.world_size
-        batch_loss, out = _step(loop, x, y, global_size)
-        losses.append(batch_loss)  # summed once per epoch: no work per step
-        counts.append(len(y))
-        if count_correct:
-            correct.append((out.argmax(-1) == y).sum())
-        if loop.on_step is not None:
-            loop.on_step()
-    return _running(losses, counts, correct, loop.device)
-
-
-def _step(loop: _Loop, x, y, global_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the batch (x, y); return its mean loss and the output, detached.
-
-    global_size: under DDP, the number of examples in the global batch x is a share of.
-    """
-    if loop.augment is not None:
-        x = loop.augment(x)
-    out = loop.model(x)
-    batch_loss = _backward(loop, out, y, global_size)
-    if loop.penalty is not None:
-        loop.penalty.apply_()
-    if loop.clip_grad_norm is not None:
-        nn.utils.clip_grad_norm_(loop.clip_params, loop.clip_grad_norm)
-    if loop.schedule is not None:
-        factor = loop.schedule(loop.step)
-        for group in loop.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
-    loop.optimizer.step()
-    loop.optimizer.zero_grad(set_to_none=True)
-    for fn in loop.after_step:
-        fn()
-    loop.step += 1
-    return batch_loss.detach(), out.detach()
-
-
-def _backward(loop: _Loop, out, y, global_size: int | None) -> torch.Tensor:
-    """Backpropagate the batch's loss; return the mean loss over this process's examples."""
-    if loop.world_size == 1:
-        batch_loss = loop.loss_fn(out, y)
-        batch_loss.backward()
-        return batch_loss
-    # sum / global batch size, times world_size because DDP averages gradients:
-    # together the processes take the gradient of the global batch's mean loss
-    batch_loss = loop.loss_fn(out, y, reduction="sum") * (loop.world_size / global_size)
-    batch_loss.backward()
-    return batch_loss * (global_size / loop.world_size / len(y))  # the local mean
+        self.scaler = train_step.grad_scaler(self.precision, self.device)
 
 
 def _end_epoch(loop: _Loop, epoch: int, running: torch.Tensor, started: float) -> bool:
@@ -320,7 +274,7 @@ def _end_epoch(loop: _Loop, epoch: int, running: torch.Tensor, started: float) -
             loop.checkpoint_dir,
             epoch,
             loop.module.state_dict(),
-            _state(loop, epoch),
+            train_state.state(loop, epoch),
             keep=loop.keep_checkpoints,
         )
     if loop.on_epoch is not None:
@@ -342,17 +296,7 @@ def _finish(loop: _Loop) -> History:
     return history
 
 
-def _running(losses, counts, correct, device) -> torch.Tensor:
-    """(sum of example losses, correct, examples) of an epoch's minibatches."""
-    if not losses:
-        raise ValueError("train yielded no batches")
-    n = torch.tensor(counts, dtype=torch.float64, device=device)
-    total = torch.stack(losses).double() @ n
-    right = torch.stack(correct).sum().double() if correct else torch.zeros((), device=device)
-    return torch.stack([total, right, n.sum()])
-
-
-def _train_eval_data(train, eval_train: int):
+def _train_eval_data(train, eval_train: int, batch_fn):
     """The fixed training subset evaluated each epoch, or None for running means."""
     if eval_train == 0:
         return None
@@ -361,63 +305,29 @@ def _train_eval_data(train, eval_train: int):
             "eval_train > 0 needs train as a TensorLoader (it re-evaluates the first "
             f"eval_train examples); got {type(train).__name__}: pass eval_train=0"
         )
-    x, y = train.tensors[:2]
-    return x[:eval_train], y[:eval_train]
+    tensors = train.tensors if batch_fn is not None else train.tensors[:2]
+    return tuple(t[:eval_train] for t in tensors)
 
 
 def _epoch_row(loop: _Loop, epoch: int, running: torch.Tensor) -> dict:
     """The history row of an epoch (keys COLUMNS), "seconds" left to the caller."""
-    module, loss, batch_size = loop.module, loop.loss, loop.eval_batch_size
+    module = loop.module
+
+    def metrics(data):
+        return evaluate(module, data, loop.loss, loop.eval_batch_size, loop.batch_fn)
+
     row = dict.fromkeys(COLUMNS)
     row["epoch"] = epoch
     row["lr"] = float(loop.optimizer.param_groups[0]["lr"])
     if loop.train_eval is not None:
-        row["train_loss"], row["train_accuracy"] = evaluate(
-            module, loop.train_eval, loss, batch_size
-        )
+        row["train_loss"], row["train_accuracy"] = metrics(loop.train_eval)
     else:
-        total, correct, count = distributed.all_sum(running).tolist()
+        total, correct, count, no_accuracy = distributed.all_sum(running).tolist()
         row["train_loss"] = total / count
-        row["train_accuracy"] = correct / count if loss in CLASSIFICATION else None
+        row["train_accuracy"] = correct / count if no_accuracy == 0 else None
     if loop.val is not None:
-        row["val_loss"], row["val_accuracy"] = evaluate(module, loop.val, loss, batch_size)
+        row["val_loss"], row["val_accuracy"] = metrics(loop.val)
     if loop.test is not None:
-        row["test_loss"], row["test_accuracy"] = evaluate(module, loop.test, loss, batch_size)
+        row["test_loss"], row["test_accuracy"] = metrics(loop.test)
     row["w_norm"], row["zero_fraction"] = weight_stats(module)
     return row
-
-
-def _state(loop: _Loop, epoch: int) -> dict:
-    """The training state a checkpoint holds beside the weights (what `_restore` reads)."""
-    early_stopping, scheduler = loop.early_stopping, loop.scheduler
-    return {
-        "epoch": epoch,
-        "step": loop.step,
-        "rng": {
-            "seed": loop.seed,
-            "scheme": "torch and loader reseeded each epoch from (seed, epoch)",
-        },
-        "optimizer": loop.optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "early_stopping": (
-            {k: getattr(early_stopping, k) for k in EARLY_STOPPING_STATE}
-            if early_stopping is not None
-            else None
-        ),
-        "history": loop.history.rows,
-    }
-
-
-def _restore(folder, module, optimizer, scheduler, early_stopping, history) -> tuple[int, int]:
-    """Load the newest checkpoint of folder; return (next epoch, step)."""
-    device = next(module.parameters()).device
-    model_state, state = checkpoint.load(checkpoint.latest(folder), device)
-    module.load_state_dict(model_state)
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if early_stopping is not None and state["early_stopping"] is not None:
-        for k, v in state["early_stopping"].items():
-            setattr(early_stopping, k, v)
-    history.rows = list(state["history"])
-    return state["epoch"] + 1, state["step"]

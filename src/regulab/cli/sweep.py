@@ -97,7 +97,7 @@ def run(args, console) -> int:
         recipe, values = search.resolved()
     except ValueError as e:
         raise UsageError(str(e)) from e
-    search.recipe = recipe
+    search.source = recipe
     if args.engine == "ray" and args.ray_address not in (None, "auto"):
         _probe(args.ray_address)
     k = len(values) if args.ray_address is None else -(-len(values) // (args.chunks or 2))

@@ -2,129 +2,134 @@
 
 Every regularizer of the recipe maps onto one piece of the library in one visible
 line: weight decay onto `param_groups`, L1/L2 onto `Penalty` (or `prox_l1_`),
-the constraint onto `max_norm_`, the schedule onto `regulab.schedules`.
+the constraint onto `max_norm_`, the schedule onto `regulab.schedules`. Your own
+code (model.factory, a "module:callable" loss, batch_fn) is resolved here, and
+what the recipe alone could not check is checked once the model is built
+(`check_model`). The data comes from `regulab.recipe.sources`, the model from
+`regulab.recipe.model`; their functions are re-exported here for build's callers.
 """
 
-import math
-from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
+from numbers import Real
 
 import torch
 from torch import nn
 
 from regulab import augment as aug
-from regulab import models, schedules
-from regulab.bn_sparsity import bn_scales
+from regulab import metrics, schedules
+from regulab.bn_sparsity import bn_layers, bn_scales
 from regulab.constraints import max_norm_
 from regulab.data.loader import TensorLoader
 from regulab.early_stopping import EarlyStopping
-from regulab.errors import DataUnavailable, RecipeError
+from regulab.errors import RecipeError
 from regulab.groups import param_groups
 from regulab.penalties import Penalty, prox_l1_
-from regulab.recipe.schema import CLASSIFICATION_DATASETS, Recipe
+from regulab.recipe.imports import call, check_keywords, resolve_callable
+from regulab.recipe.model import build_model, model_arch, model_spec  # noqa: F401
+from regulab.recipe.schema import LOSSES, Recipe
+from regulab.recipe.sources import Splits, check_task, load_checked, load_data  # noqa: F401
 
 
-@dataclass
-class Splits:
-    """Tensors of one data set: train, validation (None without one) and test, each (x, y)."""
-
-    train: tuple
-    val: tuple | None
-    test: tuple
-    num_classes: int  # 1 for regression (one output)
-
-    def to(self, device) -> "Splits":
-        move = lambda pair: None if pair is None else tuple(t.to(device) for t in pair)  # noqa: E731
-        return Splits(move(self.train), move(self.val), move(self.test), self.num_classes)
-
-
-def load_data(recipe: Recipe, seed: int) -> Splits:
-    """The recipe's data set, split; data.seed (plus the run's seed with vary_seed) fixes it."""
-    from regulab.data import digits, synthetic_linear, train_val_split
-
-    d = recipe.data
-    data_seed = d.seed + (seed if d.vary_seed else 0)
-    if d.name in ("fashion_mnist", "mnist"):
-        (x, y), test = _images(d.name, d.root or None, d.download)
-    elif d.name == "digits":
-        x_all, y_all = digits()
-        (x, y), test = train_val_split(x_all.unsqueeze(1), y_all, d.test_fraction, data_seed)
-    elif d.name == "synthetic_linear":
-        g = torch.Generator().manual_seed(data_seed)
-        x, y = synthetic_linear(d.n_train, d.num_inputs, generator=g)
-        test = synthetic_linear(d.n_test, d.num_inputs, generator=g)
-    else:  # line: y = 3x + 5 + N(0, 1), x ~ U(0, 10)
-        g = torch.Generator().manual_seed(data_seed)
-        x_all = torch.rand(d.n, 1, generator=g, dtype=torch.float64) * 10
-        y_all = 3 * x_all[:, 0] + 5 + torch.randn(d.n, generator=g, dtype=torch.float64)
-        (x, y), test = train_val_split(x_all.float(), y_all.float(), d.test_fraction, data_seed)
-    train, val = train_val_split(x, y, d.val_fraction, data_seed)
-    num_classes = 10 if d.name in CLASSIFICATION_DATASETS else 1
-    return Splits(train, val, test, num_classes)
-
-
-def load_checked(recipe: Recipe, seed: int) -> Splits:
-    """`load_data`, with files not found, downloads failed or corrupt files as DataUnavailable."""
+def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
+    """The built model against what the recipe asks of it: BatchNorm for slim.sparsity, and
+    2 training examples through batch_fn, the model (eval mode) and the loss."""
+    m = recipe.model
+    what = f"the model of model.factory {m.factory!r}" if m.factory else f"model.name {m.name!r}"
+    if recipe.slim.sparsity and not bn_layers(model):
+        raise RecipeError(
+            f"slim.sparsity acts on BatchNorm scales, and {what} has no BatchNorm layers; "
+            f"got {recipe.slim.sparsity!r}"
+        )
+    device = next(model.parameters(), splits.train[0]).device
+    batch = tuple(t[:2].to(device) for t in splits.train)
+    batch_fn, loss = build_batch_fn(recipe), build_loss(recipe, device)
+    if batch_fn is not None:
+        try:
+            inputs, target = batch_fn(batch)
+        except Exception as e:
+            raise RecipeError(
+                f"train.batch_fn {recipe.train.batch_fn!r} must map a batch (x, y) "
+                f"{_shape(batch)} to (inputs, target): {type(e).__name__}: {e}"
+            ) from e
+    else:
+        inputs, target = batch
+    was_training = model.training
+    model.eval()
     try:
-        return load_data(recipe, seed)
-    except (OSError, ValueError) as e:
-        raise DataUnavailable(str(e)) from e
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            try:
+                out = _forward(model, inputs)
+            except Exception as e:
+                raise RecipeError(
+                    f"{what} fails on 2 training examples, inputs {_shape(inputs)}: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
+            try:
+                metrics.mean_loss(loss, out, target)  # a scalar, or ValueError
+            except Exception as e:
+                raise RecipeError(
+                    f"train.loss {recipe.train.loss!r} fails on the model's output "
+                    f"{_shape(out)} and the targets {_shape(target)}: {type(e).__name__}: {e}"
+                ) from e
+    finally:
+        model.train(was_training)
 
 
-@lru_cache(maxsize=2)
-def _images(name: str, root: str | None, download: bool):
-    """Fashion-MNIST or MNIST as float32 (N, 1, 28, 28) in [0, 1]; read once per process."""
-    from regulab.data import fashion_mnist, mnist
-
-    (x, y), (xt, yt) = (fashion_mnist if name == "fashion_mnist" else mnist)(
-        root, download=download
-    )
-    return ((x.float() / 255).unsqueeze(1), y), ((xt.float() / 255).unsqueeze(1), yt)
+def _forward(model, inputs):
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    return model(*inputs) if isinstance(inputs, tuple | list) else model(inputs)
 
 
-def model_spec(recipe: Recipe, splits: Splits) -> tuple[str, dict]:
-    """(name in `models.MODELS`, keyword arguments) of the recipe's model for this data."""
-    m = recipe.model
-    x = splits.train[0]
-    inputs, out = math.prod(x.shape[1:]), splits.num_classes
-    if m.name == "linear":
-        return "linear", {"in_features": inputs, "out_features": out}
-    if m.name == "mlp":
-        sizes = [inputs, *m.hidden, out]
-        return "mlp", {"sizes": sizes, "dropout": m.dropout or 0.0, "activation": m.activation}
-    if m.name == "vgg_bn":
-        if len(m.dropout) > 1:
-            raise RecipeError(f"model.dropout must hold at most one p for vgg_bn; got {m.dropout}")
-        return "vgg_bn", {
-            "cfg": list(m.cfg),
-            "in_channels": x.shape[1],
-            "num_classes": out,
-            "dropout": m.dropout[0] if m.dropout else 0.0,
-            "drop_block": m.drop_block,
-            "drop_block_size": m.drop_block_size,
-        }
-    return "resnet_bn", {
-        "widths": list(m.widths),
-        "blocks": list(m.blocks),
-        "in_channels": x.shape[1],
-        "num_classes": out,
-        "drop_path": m.drop_path,
-    }
+def _shape(value) -> str:
+    """A tensor's shape, or the shapes in a tuple or dict of tensors, for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_shape(v) for v in value) + ")"
+    return f"a {type(value).__name__}"
 
 
-def build_model(recipe: Recipe, splits: Splits) -> nn.Module:
-    """The recipe's model with inputs and outputs taken from the data."""
-    m = recipe.model
-    name, kwargs = model_spec(recipe, splits)
-    model = models.MODELS[name](**kwargs)
-    if m.init == "normal":  # the demo's init: weights N(0, 1), biases 0
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.Linear | nn.Conv2d):
-                    module.weight.normal_()
-                    if module.bias is not None:
-                        module.bias.zero_()
-    return model
+def build_loss(recipe: Recipe, device=None):
+    """train.loss as `fit` takes it: a name in LOSSES, or your callable: a class is
+    instantiated with train.loss_kwargs (an nn.Module is moved to device), a function gets
+    them bound; lists of numbers in loss_kwargs become float32 tensors (class weights)."""
+    t = recipe.train
+    if t.loss in LOSSES:
+        return t.loss
+    found = resolve_callable(t.loss, "train.loss", recipe.base)
+    kwargs = {k: _tensor(v, device) for k, v in t.loss_kwargs.items()}
+    if not isinstance(found, type):
+        check_keywords(found, kwargs, "train.loss_kwargs", t.loss, partial=True)
+        return partial(found, **kwargs) if kwargs else found
+    loss = call(found, kwargs, "train.loss_kwargs", t.loss)
+    if not callable(loss):
+        raise RecipeError(
+            f"train.loss {t.loss!r} must be a function or a class of callables (output, "
+            f"target) -> loss; {t.loss}(...) is a {type(loss).__name__}"
+        )
+    return loss.to(device) if isinstance(loss, nn.Module) and device is not None else loss
+
+
+def _tensor(value, device):
+    """A list of numbers (nested too) as a float32 tensor on device; anything else as is."""
+
+    def numbers(v):
+        if isinstance(v, list):
+            return all(numbers(i) for i in v)
+        return isinstance(v, Real) and not isinstance(v, bool)
+
+    if isinstance(value, list) and value and numbers(value):
+        return torch.tensor(value, dtype=torch.float32, device=device)
+    return value
+
+
+def build_batch_fn(recipe: Recipe):
+    """train.batch_fn resolved to your function, or None."""
+    spec = recipe.train.batch_fn
+    return resolve_callable(spec, "train.batch_fn", recipe.base) if spec else None
 
 
 def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -228,8 +233,10 @@ def loader(recipe: Recipe, splits: Splits, seed: int) -> TensorLoader:
 
 
 def run_parts(recipe: Recipe, splits: Splits, seed: int) -> dict:
-    """The recipe's model and the objects `fit` trains it with (see `training_parts`)."""
+    """The recipe's model, checked (`check_model`), and the objects `fit` trains it with (see
+    `training_parts`)."""
     model = build_model(recipe, splits)
+    check_model(recipe, model, splits)
     return {"model": model, **training_parts(recipe, model, splits, seed)}
 
 
@@ -247,13 +254,17 @@ def training_parts(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) 
 
 
 def run_settings(recipe: Recipe, splits: Splits, seed: int) -> dict:
-    """`fit`'s plain settings from [train]: epochs, loss, seed, evaluation data, clipping."""
+    """`fit`'s plain settings from [train]: epochs, loss, seed, evaluation data, clipping,
+    batch_fn, precision and accumulation."""
     t = recipe.train
     return {
         "epochs": t.epochs,
         "val": splits.val,
         "test": splits.test,
-        "loss": t.loss,
+        "loss": build_loss(recipe, splits.train[0].device),
+        "batch_fn": build_batch_fn(recipe),
+        "precision": t.precision,
+        "accumulate": t.accumulate,
         "clip_grad_norm": t.clip_grad_norm or None,
         "seed": seed,
         "eval_train": t.eval_train,

@@ -2,7 +2,10 @@
 
 Unknown keys and wrong types are errors naming the file and the key. `[variants.NAME]`
 tables hold overrides for named variants of the base recipe (e.g. none / l2 / dropout),
-each trained as a run. `resolve` is the one place where a command's --set, --variant,
+each trained as a run. `load` records the recipe's folder, absolute, as `base`: the
+folder your modules and files resolve against, also when the recipe is read back from a
+run folder's config.json (`--resume`, `slim --from`, a Ray worker) in another folder.
+`resolve` is the one place where a command's --set, --variant,
 --data-dir and --device meet the file; `resumed` reads a run folder for --resume.
 """
 
@@ -31,6 +34,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> Recipe:
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(f"{path}: not valid TOML: {e}") from e
     raw.setdefault("name", path.stem)
+    if not isinstance(raw.get("base", ""), str):
+        raise RecipeError(f"{path}: base must be a string (a folder); got {raw['base']!r}")
+    raw["base"] = str((path.parent / raw.get("base", "")).resolve())  # relative: to the file
     for text in overrides:
         apply_override(raw, text)
     recipe = from_dict(raw, source=str(path))
@@ -59,8 +65,10 @@ def from_dict(raw: dict, source: str = "recipe") -> Recipe:
         except RecipeError as e:
             where = f"{source}: [variants.{name}]"
             raise RecipeError(str(e).replace(f"{source}:", where, 1)) from None
-        if "variants" in overrides or "name" in overrides:
-            raise RecipeError(f"{source}: [variants.{name}] may not set 'variants' or 'name'")
+        if {"variants", "name", "base"} & overrides.keys():
+            raise RecipeError(
+                f"{source}: [variants.{name}] may not set 'variants', 'name' or 'base'"
+            )
     recipe.variants = variants
     return recipe
 
@@ -156,9 +164,8 @@ def _type_name(kind) -> str:
         return " or ".join(_type_name(k) for k in typing.get_args(kind))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(kind)[0])}"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        kind, str(kind)
-    )
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return {**words, dict: "a table"}.get(kind, str(kind))
 
 
 def _allows(kind, base) -> bool:
@@ -245,7 +252,7 @@ def resumed(folder: Path, path: str | Path | None = None, data_dir=None) -> tupl
         recipe.name = stored["variant"]  # one run of a multi-run folder keeps its name
     if path is not None:
         given = load(path)
-        given.name = recipe.name
+        given.name, given.base = recipe.name, recipe.base  # the run's code is where it was
         if to_dict(given) != to_dict(recipe):
             raise RecipeError(
                 f"RECIPE {path} differs from the recipe of the run in {folder}; "

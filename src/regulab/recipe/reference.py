@@ -1,7 +1,7 @@
 """The reference part of docs/recipes.md, generated from the schema's dataclasses.
 
 Every key with its type, default, allowed values (the rules `schema.check` tests)
-and the comment on its line in schema.py; then the rules that join fields.
+and the comment on its line in schema.py; then the rules that join fields (rules.py).
 """
 
 import inspect
@@ -9,7 +9,8 @@ import json
 import typing
 from dataclasses import MISSING, fields
 
-from regulab.recipe.schema import JOINT_RULES, SECTIONS, Recipe
+from regulab.recipe.rules import JOINT_RULES
+from regulab.recipe.schema import SECTIONS, Recipe
 from regulab.tables import markdown_table
 
 HEADERS = ("key", "type", "default", "allowed", "what, unit")
@@ -33,7 +34,7 @@ def markdown() -> str:
         what = comments[name].partition(": ")[2]
         out += ["", f"### [{name}]", "", what[0].upper() + what[1:] + ".", "", *_table(cls)]
     out += ["", "### Rules that join fields", ""]
-    out += [f"- {rule.__doc__}" for rule in JOINT_RULES]
+    out += [f"- {' '.join(rule.__doc__.split())}" for rule in JOINT_RULES]
     return "\n".join(out) + "\n"
 
 

@@ -103,7 +103,7 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
         folder.mkdir(parents=True, exist_ok=True)
         if not (resume and (folder / "config.json").exists()):
             runs.write_json(folder / "config.json", _config(recipe, variant, [seed]))
-        runs.write_json(summary_path, _summary("running", variant, seed, recipe, None, 0.0))
+        runs.write_json(summary_path, _summary("running", variant, seed, splits, recipe, None, 0.0))
     gammas = _gamma_record(folder / "gamma.json", model, resume)
     task = None
     if progress is not None:
@@ -134,7 +134,7 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     if task is not None:
         progress.remove_task(task)
     summary = _summary(
-        history.status, variant, seed, recipe, history, time.perf_counter() - started
+        history.status, variant, seed, splits, recipe, history, time.perf_counter() - started
     )
     if rank == 0:
         runs.write_text(folder / "metrics.csv", runs.csv_text(history.rows, COLUMNS))
@@ -156,14 +156,14 @@ def _gamma_record(path: Path, model, resume: bool) -> dict | None:
     return {"bins": GAMMA_BINS, "epochs": [{"epoch": 0, **gamma_histogram(model, GAMMA_BINS)}]}
 
 
-def _summary(status, variant, seed, recipe, history, seconds) -> dict:
+def _summary(status, variant, seed, splits, recipe, history, seconds) -> dict:
     return {
         "command": "train",
         "status": status,
         "message": history.message if history is not None else "",
         "variant": variant,
         "seed": seed,
-        "task": "classification" if recipe.train.loss == "cross_entropy" else "regression",
+        "task": splits.task,
         "loss": recipe.train.loss,
         "epochs": len(history.rows) if history is not None else 0,
         "best_epoch": history.best_epoch if history is not None else None,

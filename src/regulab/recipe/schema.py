@@ -3,18 +3,20 @@
 A recipe has one table per section below; every field has a default, so a recipe states only
 what differs. Each field declares beside it what it allows, `default(value, *allowed)`: the names
 it may take or its range. `check` walks the dataclasses and tests every declared rule, then the
-few rules that join fields (`JOINT_RULES`). `regulab.recipe.reference` renders all of it for
-docs/recipes.md; `regulab.recipe.load` reads TOML files into these dataclasses.
+few rules that join fields (`regulab.recipe.rules`). `regulab.recipe.reference` renders all of
+it for docs/recipes.md; `regulab.recipe.load` reads TOML files into these dataclasses.
 """
 
 # ruff: noqa: RUF009 (`default(...)` returns a dataclasses.field, which ruff cannot see)
 
+import copy
 import math
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from regulab.errors import RecipeError
+from regulab.recipe.imports import is_spec
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,12 @@ def one_of(*names: str) -> Allowed:
 def default(value, *allowed: Allowed | tuple[str, ...]):
     """A field with its default `value` and what it allows, tested in this order by `check`.
 
-    A tuple of names stands for `one_of(*names)`; a list default is copied for each recipe.
+    A tuple of names stands for `one_of(*names)`; a list or table default is copied for each
+    recipe.
     """
     rules = tuple(one_of(*a) if isinstance(a, tuple) else a for a in allowed)
-    if isinstance(value, list):
-        return field(default_factory=lambda: list(value), metadata={"allowed": rules})
+    if isinstance(value, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(value), metadata={"allowed": rules})
     return field(default=value, metadata={"allowed": rules})
 
 
@@ -49,7 +52,9 @@ BN_MODELS = ("vgg_bn", "resnet_bn")  # images only; their BatchNorm scales are w
 MODELS = VECTOR_MODELS + BN_MODELS
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "inverse_sqrt", "inverse_time", "step", "exponential", "cosine")
-LOSSES = ("cross_entropy", "mse", "half_mse")
+LOSSES = ("cross_entropy", "mse", "half_mse")  # the names; train.loss may also be code
+TASKS = ("auto", "classification", "regression")  # of the user's data (data.path, data.factory)
+PRECISIONS = ("fp32", "bf16", "fp16")
 L1_MODES = ("subgradient", "proximal")  # L1 as s*sign(w) in the grad, or a soft-threshold step
 
 # Ranges that fields allow; each `text` completes "<key> must be ...; got <value>".
@@ -66,15 +71,41 @@ DROPOUTS = Allowed("probabilities in [0, 1)", lambda ps: all(0 <= p < 1 for p in
 RATIOS = Allowed(
     "a non-empty list of numbers in [0, 1)", lambda rs: len(rs) > 0 and all(0 <= r < 1 for r in rs)
 )
+CODE = Allowed(
+    '"" or "module:callable" or "path/to/file.py:callable"', lambda v: not v or is_spec(v)
+)
+A_LOSS = Allowed(
+    f'one of {", ".join(LOSSES)}, or "module:callable"', lambda v: v in LOSSES or is_spec(v)
+)
+A_DATASET = Allowed(f'one of {", ".join(DATASETS)}, or ""', lambda v: v in ("", *DATASETS))
+ARRAY_FILE = Allowed(
+    '"" or a file ending in .npz or .safetensors',
+    lambda v: v.endswith((".npz", ".safetensors")) or not v,
+)
+ARRAY_KEYS = ("x", "y", "x_val", "y_val", "x_test", "y_test")
+ARRAYS = Allowed(
+    "a table of array names: x and y, optionally x_val and y_val, x_test and y_test, in pairs",
+    lambda a: (
+        {"x", "y"} <= a.keys() <= set(ARRAY_KEYS)
+        and all(isinstance(v, str) for v in a.values())
+        and ("x_val" in a) == ("y_val" in a)
+        and ("x_test" in a) == ("y_test" in a)
+    ),
+)
 
 
 @dataclass
 class Data:
-    name: str = default("fashion_mnist", DATASETS)  # the data set: its inputs, classes, split
+    name: str = default("", A_DATASET)  # a bundled set ("": fashion_mnist, unless path or factory)
+    path: str = default("", ARRAY_FILE)  # your arrays, named in `arrays` (relative: to `base`)
+    arrays: dict = default({"x": "x", "y": "y"}, ARRAYS)  # path: which array is x, y, x_val, ...
+    factory: str = default("", CODE)  # your function -> {"train": (x, y), "val": .., "test": ..}
+    kwargs: dict = default({})  # factory: its keyword arguments
+    task: str = default("auto", TASKS)  # path, factory: auto = integer y classify, float y regress
     root: str = ""  # folder holding the files; "" = $REGULAB_DATA_DIR, then ~/.cache/regulab
     download: bool = True  # fetch missing files from the official mirrors (md5-checked)
-    val_fraction: float = default(0.1, FRACTION)  # share of training held out for validation
-    test_fraction: float = default(0.2, OPEN_FRACTION)  # digits, line (no test set): share held out
+    val_fraction: float = default(0.1, FRACTION)  # no validation set given: share of training
+    test_fraction: float = default(0.2, OPEN_FRACTION)  # no test set given: share held out
     seed: int = default(0, COUNT)  # seed of the train/validation(/test) split and synthetic draws
     vary_seed: bool = False  # add the run's seed to `seed`: every seed sees fresh data
     n_train: int = default(20, AT_LEAST_1)  # synthetic_linear: training examples
@@ -85,7 +116,9 @@ class Data:
 
 @dataclass
 class Model:
-    name: str = default("mlp", MODELS)  # the network (inputs and classes come from the data)
+    name: str = default("mlp", MODELS)  # a bundled network (inputs, classes from the data)
+    factory: str = default("", CODE)  # your function -> nn.Module; then the keys below are unused
+    kwargs: dict = default({})  # factory: its keyword arguments
     hidden: list[int] = default([256, 256])  # mlp: hidden layer widths
     dropout: list[float] = default([], DROPOUTS)  # mlp: p per hidden layer; vgg_bn: [p]
     activation: str = default("relu", ("relu", "gelu", "tanh"))  # mlp: between the layers
@@ -95,7 +128,7 @@ class Model:
     widths: list[int] = default([16, 32, 64])  # resnet_bn: stage widths
     blocks: list[int] = default([2, 2, 2])  # resnet_bn: blocks per stage
     drop_path: float = 0.0  # resnet_bn: DropPath probability of the last block (0 = off)
-    init: str = default("default", ("default", "normal"))  # PyTorch's | N(0, 1), biases 0 (demo)
+    init: str = default("default", ("default", "normal"))  # PyTorch's | N(0, 1), biases 0
 
 
 @dataclass
@@ -159,8 +192,12 @@ class Slim:
 @dataclass
 class Train:
     epochs: int = default(10, AT_LEAST_1)  # passes over the training set
-    batch_size: int = default(256, AT_LEAST_1)  # examples per step (global, over all processes)
-    loss: str = default("cross_entropy", LOSSES)  # half_mse = mse / 2
+    batch_size: int = default(256, AT_LEAST_1)  # examples per batch (global, over all processes)
+    loss: str = default("cross_entropy", A_LOSS)  # half_mse = mse / 2; code: (output, y) -> mean
+    loss_kwargs: dict = default({})  # code loss: a class's arguments, else bound; [1, 2]: tensor
+    batch_fn: str = default("", CODE)  # your function: batch -> (inputs, target)
+    precision: str = default("fp32", PRECISIONS)  # autocast: bf16 (CPU, CUDA), fp16 (CUDA, scaled)
+    accumulate: int = default(1, AT_LEAST_1)  # batches per optimizer step (gradients summed)
     seed: int = default(0, COUNT)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
     clip_grad_norm: float = default(0.0, NONNEG)  # max total gradient norm (0 = off)
@@ -171,9 +208,10 @@ class Train:
 @dataclass
 class Recipe:
     name: str = ""  # label of the recipe (default: the file name)
+    base: str = ""  # folder your files and modules resolve in (load: the recipe's; "": cwd)
     description: str = ""  # one line shown in the report
-    data: Data = field(default_factory=Data)  # [data]: the data set and its split
-    model: Model = field(default_factory=Model)  # [model]: the network
+    data: Data = field(default_factory=Data)  # [data]: bundled, your file or your function; split
+    model: Model = field(default_factory=Model)  # [model]: bundled, or your function
     optim: Optim = field(default_factory=Optim)  # [optim]: the optimizer and weight decay
     penalty: Penalty = field(default_factory=Penalty)  # [penalty]: L1/L2 penalties, max-norm
     schedule: Schedule = field(default_factory=Schedule)  # [schedule]: lr factor per step
@@ -197,11 +235,14 @@ SWEEPABLE = {
 
 
 def check(recipe: Recipe, source: str = "recipe") -> None:
-    """Test every field's declared rules, section by section, then `JOINT_RULES`; stop at one."""
+    """Test every field's declared rules, section by section, then `rules.JOINT_RULES`; stop at
+    the first that fails."""
     for key, value, allowed in _walk(recipe):
         for rule in allowed:
             if not rule.ok(value):
                 raise RecipeError(f"{source}: {key} must be {rule.text}; got {value!r}")
+    from regulab.recipe.rules import JOINT_RULES  # they read the dataclasses above
+
     for rule in JOINT_RULES:
         if problem := rule(recipe):
             raise RecipeError(f"{source}: {problem}")
@@ -215,79 +256,3 @@ def _walk(obj, prefix: str = "") -> Iterator[tuple[str, typing.Any, tuple[Allowe
             yield from _walk(value, f"{prefix}{f.name}.")
         else:
             yield f"{prefix}{f.name}", value, f.metadata.get("allowed", ())
-
-
-# The rules that join fields, in the order `check` tests them: each returns what is wrong, or None.
-
-
-def mlp_dropout_per_layer(r: Recipe) -> str | None:
-    """mlp: `model.dropout` is [] or one probability per width in `model.hidden`."""
-    n = len(r.model.hidden)
-    if r.model.name == "mlp" and len(r.model.dropout) not in (0, n):
-        return (
-            f"model.dropout must be [] or {n} probabilities, one per width in model.hidden; "
-            f"got {r.model.dropout!r}"
-        )
-
-
-def early_stopping_needs_validation(r: Recipe) -> str | None:
-    """`early_stopping.patience` > 0 needs `data.val_fraction` > 0."""
-    if r.early_stopping.patience and r.data.val_fraction == 0:
-        return (
-            "early_stopping.patience > 0 needs a validation set: set data.val_fraction > 0 "
-            "(it is 0)"
-        )
-
-
-def loss_fits_the_task(r: Recipe) -> str | None:
-    """`train.loss` is cross_entropy for the classification data sets, and not for the others."""
-    classify = r.data.name in CLASSIFICATION_DATASETS
-    if classify and r.train.loss != "cross_entropy":
-        return (
-            f"train.loss must be cross_entropy for the classification data set {r.data.name}; "
-            f"got {r.train.loss!r}"
-        )
-    if not classify and r.train.loss == "cross_entropy":
-        regression = " or ".join(loss for loss in LOSSES if loss != "cross_entropy")
-        return (
-            f"train.loss must be {regression} for the regression data set {r.data.name}; "
-            "got 'cross_entropy'"
-        )
-
-
-def regression_monitors_val_loss(r: Recipe) -> str | None:
-    """Early stopping on a regression data set watches val_loss (there is no accuracy)."""
-    watch = r.early_stopping.monitor
-    if r.data.name in REGRESSION_DATASETS and r.early_stopping.patience and watch != "val_loss":
-        return (
-            f"early_stopping.monitor must be val_loss for the regression data set {r.data.name} "
-            f"(it has no accuracy); got {watch!r}"
-        )
-
-
-def sparsity_needs_batchnorm(r: Recipe) -> str | None:
-    """`slim.sparsity` > 0 needs a model with BatchNorm: vgg_bn or resnet_bn."""
-    if r.slim.sparsity and r.model.name not in BN_MODELS:
-        return (
-            f"slim.sparsity acts on BatchNorm scales, and model.name {r.model.name!r} has none "
-            f"(use {' or '.join(BN_MODELS)}); got {r.slim.sparsity!r}"
-        )
-
-
-def vector_data_needs_a_vector_model(r: Recipe) -> str | None:
-    """The regression data sets are vectors: `model.name` is linear or mlp."""
-    if r.data.name in REGRESSION_DATASETS and r.model.name not in VECTOR_MODELS:
-        return (
-            f"model.name must be {' or '.join(VECTOR_MODELS)} for {r.data.name} (vector inputs); "
-            f"got {r.model.name!r}"
-        )
-
-
-JOINT_RULES = (
-    mlp_dropout_per_layer,
-    early_stopping_needs_validation,
-    loss_fits_the_task,
-    regression_monitors_val_loss,
-    sparsity_needs_batchnorm,
-    vector_data_needs_a_vector_model,
-)

@@ -73,7 +73,7 @@ def write(
     data = splits.to(device)
     model = trained(recipe, data, sparse, device)
     example = data.train[0][:1]
-    name, kwargs = build.model_spec(recipe, data)
+    arch = build.model_arch(recipe, data)  # how slim.export.load builds the unpruned model
     unpruned = {
         **evaluate(model, data, recipe),
         **pipeline.size(model, example),
@@ -88,7 +88,7 @@ def write(
             row, current = one_pass(current, r, k, recipe, data, seed, into, progress)
             unpruned_accuracy = unpruned["test_accuracy"]
             row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
-            export.save(current, into, {"name": name, "kwargs": kwargs})
+            export.save(current, into, arch)
             results.append(row)
             nets[row["model"]] = current
     # all networks timed side by side at the end, so that a busy spell hits them all
@@ -129,14 +129,16 @@ def write(
 
 
 def evaluate(model, data, recipe) -> dict:
+    from regulab.recipe import build
     from regulab.train import evaluate
 
+    loss, batch_fn = build.build_loss(recipe, data.train[0].device), build.build_batch_fn(recipe)
     out = {}
     for split in ("val", "test"):
         pair = getattr(data, split)
         if pair is not None:
             out[f"{split}_loss"], out[f"{split}_accuracy"] = evaluate(
-                model, pair, recipe.train.loss, 1024
+                model, pair, loss, 1024, batch_fn=batch_fn
             )
     return out
 

@@ -31,6 +31,7 @@ def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=Non
             base = recipes.resolve(path, variant=variant, one=one)
             raw = recipes.to_dict(base)
             raw["data"]["root"] = stored["recipe"]["data"]["root"]
+            raw["base"] = stored["recipe"].get("base", "")  # where the run's own code is
         elif variant is not None:
             raise RecipeError(
                 "--variant picks a variant of RECIPE; with --from alone, leave it out"
@@ -71,7 +72,7 @@ def _check(recipe) -> None:
             "slim.ratios must differ in their first 6 significant digits (each names a folder "
             f"ratio-R); got {recipe.slim.ratios}"
         )
-    if recipe.model.name not in BN_MODELS:
+    if not recipe.model.factory and recipe.model.name not in BN_MODELS:  # factory: preflight
         raise RecipeError(
             "model.name must be vgg_bn or resnet_bn: network slimming ranks channels by their "
             f"BatchNorm scales, and {recipe.model.name!r} has no BatchNorm"
@@ -126,9 +127,11 @@ def preflight(recipe, seed: int):
 
     Layers the surgery cannot handle fail here (RecipeError); missing data is DataUnavailable.
     """
+    import warnings
+
     import torch
 
-    from regulab import _checks
+    from regulab import _checks, bn_sparsity
     from regulab.recipe import build
     from regulab.slim import pipeline
 
@@ -140,8 +143,15 @@ def preflight(recipe, seed: int):
     try:
         torch.manual_seed(seed)
         model = build.run_parts(recipe, splits, seed)["model"]  # optimizer, loader, penalties
-        for r in recipe.slim.ratios:
-            pipeline.plan_for(model, r, splits.train[0][:1], recipe.slim)
+        if not bn_sparsity.bn_layers(model):
+            raise RecipeError(
+                f"model.factory {recipe.model.factory!r} must build a model with BatchNorm "
+                "layers: network slimming ranks channels by their BatchNorm scales"
+            )
+        with warnings.catch_warnings():  # a fresh model's scales all tie; the trained one's
+            warnings.simplefilter("ignore")  # plan warns if they still do
+            for r in recipe.slim.ratios:
+                pipeline.plan_for(model, r, splits.train[0][:1], recipe.slim)
     except ValueError as e:
         raise RecipeError(str(e)) from e
     return splits

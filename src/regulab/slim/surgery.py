@@ -12,7 +12,8 @@ import copy
 import torch
 from torch import nn
 
-from regulab.slim.plan import Plan, build_graph
+from regulab.slim.coupling import build_graph
+from regulab.slim.plan import Plan
 
 
 def prune(model: nn.Module, plan: Plan, example_input) -> nn.Module:
@@ -40,7 +41,7 @@ def prune(model: nn.Module, plan: Plan, example_input) -> nn.Module:
 
 def masked(model: nn.Module, plan: Plan, example_input=None) -> nn.Module:
     """A copy of model with the planned channels' BatchNorm scale and shift set to zero."""
-    from regulab.slim.plan import dependency_groups
+    from regulab.slim.coupling import dependency_groups
 
     out = copy.deepcopy(model)
     members = {}

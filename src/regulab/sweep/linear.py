@@ -33,6 +33,9 @@ def applies(model: nn.Module, param: str, s) -> bool:
         and param in ("l2", "weight_decay", "l1")
         and not (s.train.clip_grad_norm or s.augment or s.vary)
         and not (s.penalty.max_norm or s.slim.sparsity or s.optim.no_decay)
+        and s.loss is None
+        and s.batch_fn is None
+        and getattr(s.train, "accumulate", 1) == 1
     )
 
 

@@ -76,7 +76,8 @@ def check(model, batch, k: int, recipe, device, max_memory: float | None = None)
         limit = 0.9 * limit
     if need["total"] > limit:
         raise RecipeError(
-            f"--grid: {k} strengths of model {recipe.model.name!r} need an estimated "
+            f"--grid: {k} strengths of model {recipe.model.factory or recipe.model.name!r} need "
+            "an estimated "
             f"{need['total'] / GiB:.2f} GiB ({need['params'] / GiB:.2f} GiB of parameters, "
             f"gradients and optimizer state; {need['activations'] / GiB:.2f} GiB of activations "
             f"for a batch of {len(batch)}), more than {where}. Use fewer strengths, a smaller "

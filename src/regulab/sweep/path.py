@@ -14,8 +14,10 @@ import dataclasses
 import math
 
 import torch
+from torch import nn
 
 from regulab import recipe as recipes
+from regulab.bn_sparsity import bn_layers
 from regulab.layers import Dropout
 from regulab.recipe import RecipeError, build
 from regulab.sweep import memory
@@ -28,8 +30,9 @@ def settings(
     recipe: recipes.Recipe, splits: build.Splits, steps_per_epoch: int, seed: int, **runtime
 ) -> Settings:
     """The engine's settings: the recipe's own sections, the run's seed as train.seed, and
-    the schedule and augmentation as `regulab train` builds them. runtime: on_epoch, vary,
-    first (see `Settings`)."""
+    the schedule, augmentation, loss and batch_fn as `regulab train` builds them. runtime:
+    on_epoch, vary, first (see `Settings`)."""
+    loss = build.build_loss(recipe, splits.train[0].device)
     return Settings(
         optim=recipe.optim,
         penalty=recipe.penalty,
@@ -37,6 +40,8 @@ def settings(
         train=dataclasses.replace(recipe.train, seed=seed),
         schedule=build.build_schedule(recipe, steps_per_epoch),
         augment=build.build_augment(recipe, splits),
+        loss=None if isinstance(loss, str) else loss,  # a name stays in train.loss
+        batch_fn=build.build_batch_fn(recipe),
         **runtime,
     )
 
@@ -45,19 +50,24 @@ def check(recipe: recipes.Recipe, param: str, values) -> None:
     """Refuse what the sweep cannot do with this recipe, naming the setting."""
     if param not in PARAMS:
         raise RecipeError(f"--param must be one of {', '.join(PARAMS)}; got {param!r}")
-    m = recipe.model
+    m = recipe.model  # a model.factory's model is checked when it is built (`_check_model`)
     if param == "dropout":
-        if m.name not in DROPOUT_MODELS:
+        if not m.factory and m.name not in DROPOUT_MODELS:
             raise RecipeError(
                 f"--param dropout: model.name {m.name!r} has no dropout layers "
                 f"(dropout can be swept for {', '.join(DROPOUT_MODELS)})"
             )
         if max(values) >= 1:
             raise RecipeError(f"--grid: dropout p must be in [0, 1); got {max(values):g}")
-    if param == "bn_sparsity" and m.name not in ("vgg_bn", "resnet_bn"):
+    if param == "bn_sparsity" and not m.factory and m.name not in ("vgg_bn", "resnet_bn"):
         raise RecipeError(
             f"--param bn_sparsity: model.name {m.name!r} has no BatchNorm layers "
             "(bn_sparsity can be swept for vgg_bn and resnet_bn)"
+        )
+    if getattr(recipe.train, "precision", "fp32") != "fp32":
+        raise RecipeError(
+            "train.precision: the sweep trains its stacked copies in fp32 only; got "
+            f"{recipe.train.precision!r} (use --set train.precision=fp32)"
         )
     if recipe.early_stopping.patience:
         raise RecipeError(
@@ -69,7 +79,7 @@ def check(recipe: recipes.Recipe, param: str, values) -> None:
 
 def build_models(recipe, splits, param, count: int, seed: int, vary: bool, first: int = 0):
     """One model (shared initial weights) or `count` models seeded seed + first + k (vary)."""
-    if param == "dropout":  # build with dropout layers; the engine sets each copy's p
+    if param == "dropout" and not recipe.model.factory:  # with dropout layers; the engine sets p
         hidden = len(recipe.model.hidden) if recipe.model.name == "mlp" else 1
         recipe = recipes.from_dict(
             {
@@ -82,13 +92,27 @@ def build_models(recipe, splits, param, count: int, seed: int, vary: bool, first
     for s in seeds:
         torch.manual_seed(s)  # the initial weights, as `regulab train` draws them
         models.append(build.build_model(recipe, splits))
+    build.check_model(recipe, models[0], splits)
     _check_model(recipe, param, models[0])
     return models if vary else models[0]
 
 
 def _check_model(recipe, param: str, model) -> None:
     """Refuse a strength that would act on nothing in this model."""
-    if param == "dropout" and not any(type(m) is Dropout for m in model.modules()):
+    factory = recipe.model.factory
+    if factory and param in ("dropout", "bn_sparsity"):
+        kinds = (Dropout, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+        if param == "dropout" and not any(isinstance(m, kinds) for m in model.modules()):
+            raise RecipeError(
+                f"--param dropout: the model of model.factory {factory!r} has no "
+                "dropout layers (regulab's Dropout, nn.Dropout, nn.Dropout1d/2d/3d)"
+            )
+        if param == "bn_sparsity" and not bn_layers(model):
+            raise RecipeError(
+                f"--param bn_sparsity: the model of model.factory {factory!r} has "
+                "no BatchNorm layers"
+            )
+    elif param == "dropout" and not any(type(m) is Dropout for m in model.modules()):
         raise RecipeError(
             f"--param dropout: this {recipe.model.name} has no dropout layers "
             f"(model.hidden = {recipe.model.hidden}: dropout acts after hidden layers)"
@@ -136,6 +160,8 @@ def compute_rows(
     memory.check(
         one, splits.train[0][: recipe.train.batch_size], len(values), recipe, device, max_memory
     )
+    loss = build.build_loss(recipe, device)  # a name, or the recipe's own callable
+    batch_fn = build.build_batch_fn(recipe)
     if folds:
         pool = _pool(splits)
         parts = _folds(len(pool[0]), folds, recipe.data.seed, device)
@@ -148,15 +174,15 @@ def compute_rows(
             stacked = _fit(
                 recipe, splits, models, param, values, train, seed, vary, first, on_epoch
             )
-            per_fold.append((stacked.evaluate(held, recipe.train.loss), stacked.diverged_epoch))
+            held_m = stacked.evaluate(held, loss, batch_fn=batch_fn)
+            per_fold.append((held_m, stacked.diverged_epoch))
         final_train = pool
     else:
         final_train = splits.train
     stacked = _fit(recipe, splits, models, param, values, final_train, seed, vary, first, on_epoch)
-    loss = recipe.train.loss
     n_eval = recipe.train.eval_train or len(final_train[0])
-    train_m = stacked.evaluate(tuple(t[:n_eval] for t in final_train), loss)
-    test_m = stacked.evaluate(splits.test, loss)
+    train_m = stacked.evaluate(tuple(t[:n_eval] for t in final_train), loss, batch_fn=batch_fn)
+    test_m = stacked.evaluate(splits.test, loss, batch_fn=batch_fn)
     if folds:
         val_loss = torch.stack([f[0]["loss"] for f in per_fold])  # (folds, K)
         val_se = val_loss.std(0, correction=1) / math.sqrt(folds)
@@ -170,7 +196,7 @@ def compute_rows(
             diverged = torch.maximum(diverged, f[1])
         val_mean = val_loss.mean(0)
     else:
-        val_m = stacked.evaluate(splits.val, loss)
+        val_m = stacked.evaluate(splits.val, loss, batch_fn=batch_fn)
         val_mean, val_se, val_acc = val_m["loss"], val_m["loss_se"], val_m["accuracy"]
         diverged = stacked.diverged_epoch
     w_norm, zeros = stacked.weight_stats()
@@ -248,6 +274,7 @@ def _closed_form(recipe, param, values, stacked, train):
     o, p = recipe.optim, recipe.penalty
     if (
         recipe.model.name != "linear"
+        or recipe.model.factory
         or recipe.train.loss not in ("half_mse", "mse")
         or param not in ("l2", "weight_decay")
         or o.name == "adamw"

@@ -2,8 +2,8 @@
 
 `stack_module_state` stacks the parameters and buffers (BatchNorm running
 statistics included, so each copy keeps its own); `vmap(functional_call)` runs
-all copies in one forward. The copies can be evaluated, measured and taken out
-as ordinary modules.
+all copies in one forward. The copies can be evaluated (on tensors or any iterable of
+batches, such as a DataLoader), measured and taken out as ordinary modules.
 """
 
 import copy
@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from regulab.metrics import CLASSIFICATION, LOSSES
+from regulab.metrics import check_loss, correct, examples, mean_loss, to_device, unpack
+from regulab.sweep.native import is_pair, per_example
 
 
 class Stacked:
@@ -31,8 +32,14 @@ class Stacked:
         self.k = len(models) if k is None else k
 
     def forward(self, x, randomness="same", batched_x=False):
+        """The K outputs (K, ...) for inputs x: a tensor (`model(x)`), a tuple or list
+        (`model(*x)`) or a dict (`model(**x)`); batched_x: x holds one batch per copy."""
+
         def one(params, buffers, x):
-            return functional_call(self.base, (params, buffers), (x,))
+            if isinstance(x, dict):
+                return functional_call(self.base, (params, buffers), (), x)
+            args = tuple(x) if isinstance(x, tuple | list) else (x,)
+            return functional_call(self.base, (params, buffers), args)
 
         dims = (0, 0, 0 if batched_x else None)
         return vmap(one, in_dims=dims, randomness=randomness)(self.params, self.buffers, x)
@@ -50,37 +57,52 @@ class Stacked:
         return out
 
     @torch.no_grad()
-    def evaluate(self, data, loss: str, batch_size: int = 1024) -> dict:
-        """Per-model metrics on data (x, y) in eval mode: tensors of shape (K,).
+    def evaluate(self, data, loss, batch_size: int = 1024, batch_fn=None) -> dict:
+        """Per-model metrics in eval mode: tensors of shape (K,).
 
-        loss, loss_se (the standard error of the mean over examples), accuracy.
+        data: (x, y) tensors, cut into batches of batch_size, or any iterable of batches
+        (a DataLoader, a TensorLoader); batch_fn(batch) -> (inputs, target) maps batches
+        that are not (x, y) pairs. loss: a name of `regulab.metrics.LOSSES` or a callable
+        (output, target) -> mean loss, reduced as `regulab.metrics.evaluate` reduces it.
+        Returns loss, loss_se (the standard error of the mean of the examples' own losses,
+        `native.per_example`) and accuracy (None where `regulab.metrics.correct` gives none).
         """
-        loss_fn = LOSSES[loss]
-        x, y = data
+        loss = check_loss(loss)
+        each_fn = vmap(per_example(loss), in_dims=(0, None))
+        device = next(iter(self.params.values())).device
         was = self.base.training
         self.base.eval()
-        sums = torch.zeros(3, self.k, dtype=torch.float64, device=x.device)
+        # loss (as metrics.evaluate), examples' losses and their squares, correct, no accuracy
+        sums = torch.zeros(5, self.k, dtype=torch.float64, device=device)
+        n = 0
         try:
-            for start in range(0, len(x), batch_size):
-                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-                out = self.forward(xb)
-                each = vmap(lambda o, y=yb: loss_fn(o, y, reduction="none"))(out).double()
-                each = each.reshape(self.k, -1)
-                sums[0] += each.sum(1)
-                sums[1] += each.square().sum(1)
-                if loss in CLASSIFICATION:
-                    sums[2] += (out.argmax(-1) == yb).sum(1)
+            for batch in _batches(data, batch_size):
+                inputs, y = to_device(unpack(batch, batch_fn), device)
+                out = self.forward(inputs)
+                each = each_fn(out, y).double()  # (K, B)
+                if isinstance(loss, str):
+                    sums[0] += each.sum(1)
+                else:  # as metrics.evaluate: the batch's mean loss times its examples
+                    sums[0] += _means(loss, out, y) * examples(y)
+                sums[1] += each.sum(1)
+                sums[2] += each.square().sum(1)
+                hits = [correct(o, y, loss) for o in out]  # [correct, counts] or None per copy
+                if hits[0] is None:
+                    sums[4] += 1
+                else:
+                    hits = torch.stack(hits).double()
+                    sums[3] += hits[:, 0]
+                    sums[4] += 1 - hits[:, 1]
+                n += examples(y)
         finally:
             self.base.train(was)
-        n = len(x)
         if n == 0:
             raise ValueError("evaluation data holds no examples")
-        mean = sums[0] / n
-        var = (sums[1] / n - mean.square()).clamp_min(0) * n / max(n - 1, 1)
+        var = (sums[2] / n - (sums[1] / n).square()).clamp_min(0) * n / max(n - 1, 1)
         return {
-            "loss": mean,
+            "loss": sums[0] / n,
             "loss_se": (var / n).sqrt(),
-            "accuracy": sums[2] / n if loss in CLASSIFICATION else None,
+            "accuracy": sums[3] / n if bool((sums[4] == 0).all()) else None,
         }
 
     @torch.no_grad()
@@ -94,3 +116,18 @@ class Stacked:
         zeros = sum((p == 0).flatten(1).sum(1) for p in weights)
         size = sum(p[0].numel() for p in weights)
         return sq.sqrt(), zeros.double() / size
+
+
+def _batches(data, batch_size: int):
+    """Batches of data: slices of (x, y) tensors, or the batches of any iterable."""
+    if not is_pair(data):
+        yield from data
+        return
+    x, y = data
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+def _means(loss, out, y):
+    """(K,) mean loss of each copy on the batch."""
+    return vmap(lambda o: mean_loss(loss, o, y))(out).double()
