@@ -11,6 +11,10 @@ The convention, so that a new example needs no edit here:
 
 A ```text block anywhere else is an error (it would check nothing).
 
+A ```console block runs too: each "$ regulab ..." line in turn, in one fresh folder
+(holding links to `recipes/` and `examples/`), and the lines after it, up to the next
+"$ " line, are what that command must print (with "...").
+
 Shell blocks are not run, with these exceptions, which also need no edit here:
 - a "$ regulab ..." line followed by "regulab CMD: error: ..." runs, and must print
   that error (with "...") and write nothing;
@@ -105,6 +109,7 @@ def matches(expected: str, printed: str) -> bool:
 @pytest.fixture
 def in_fresh_folder(tmp_path, monkeypatch):
     (tmp_path / "recipes").symlink_to(ROOT / "recipes", target_is_directory=True)
+    (tmp_path / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -117,6 +122,38 @@ def test_python_block_runs_and_prints_what_the_docs_show(
     if expected is not None:
         assert matches(expected, printed), (
             f"{where(path, line)} printed:\n{printed}\nthe docs show:\n{expected}"
+        )
+
+
+def console_blocks() -> list:
+    """A pytest param (path, first line, [(arguments, what it prints)]) per ```console block."""
+    found = []
+    for path in DOCS:
+        for block in fenced_blocks(path):
+            if block["lang"] == "console":
+                steps = []
+                for line in block["code"].splitlines():
+                    if line.startswith("$ regulab "):
+                        steps.append((shlex.split(line.removeprefix("$ regulab ")), []))
+                    else:
+                        assert steps, f"{where(path, block['line'])}: a console block starts with $"
+                        steps[-1][1].append(line)
+                steps = [(args, "\n".join(shown)) for args, shown in steps]
+                found.append(
+                    pytest.param(path, block["line"], steps, id=where(path, block["line"]))
+                )
+    return found
+
+
+@pytest.mark.parametrize(("path", "line", "steps"), console_blocks())
+def test_console_block_prints_what_the_docs_show(
+    in_fresh_folder, capsys, one_thread, path, line, steps
+):
+    for args, shown in steps:
+        assert run_cli(*args) == 0, f"{where(path, line)}: regulab {shlex.join(args)} failed"
+        printed = capsys.readouterr().out
+        assert matches(shown, printed), (
+            f"{where(path, line)}: regulab {shlex.join(args)} printed:\n{printed}"
         )
 
 
@@ -314,6 +351,7 @@ def test_bad_input_prints_the_error_the_docs_show(
         pytest.skip("needs the Fashion-MNIST files: set REGULAB_DATA_DIR")
     assert matches(shown, printed), f"{where(path, line)} printed:\n{printed}"
     assert sorted(p.name for p in in_fresh_folder.rglob("*")) == [
+        "examples",
         "readme",
         "recipes",
         "runs",

@@ -1,4 +1,4 @@
-"""Dropout, DropPath and DropBlock2d, tested statistically at fixed seeds.
+"""Dropout, ChannelDropout, DropPath and DropBlock2d, tested statistically at fixed seeds.
 
 Statistical tolerances are 5 standard deviations of the quantity measured: for a
 drop fraction over n independent Bernoulli(p) draws, sigma = sqrt(p (1 - p) / n).
@@ -9,12 +9,23 @@ loops and `torch.nn.functional.dropout`.
 """
 
 import math
+import warnings
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from regulab.layers import DropBlock2d, Dropout, DropPath, drop_block2d, drop_path, dropout
+from regulab.layers import (
+    ChannelDropout,
+    DropBlock2d,
+    Dropout,
+    DropPath,
+    channel_dropout,
+    drop_block2d,
+    drop_path,
+    dropout,
+)
 
 SIGMAS = 5.0  # how many standard deviations a statistical check allows
 
@@ -219,6 +230,50 @@ def test_dropout_tensor_p_is_a_buffer():
     assert "p" in buffers
     assert torch.equal(buffers["p"], p)
     assert list(layer.parameters()) == []
+
+
+# ------------------------------------------------------------------- channel_dropout
+
+
+@pytest.mark.parametrize(
+    "layer, unbatched, shape",
+    [
+        (nn.Dropout1d, 2, (200, 40, 5)), (nn.Dropout1d, 2, (400, 5)),  # batched, one example
+        (nn.Dropout2d, None, (200, 40, 3, 3)), (nn.Dropout2d, None, (200, 40, 5)),  # as torch
+        (nn.Dropout3d, 4, (200, 40, 2, 2, 2)), (nn.Dropout3d, 4, (400, 2, 2, 2)),
+    ],
+)  # fmt: skip
+def test_channel_dropout_drops_whole_channels_at_rate_p_as_torch_does(layer, unbatched, shape):
+    p = 0.3
+    ours = ChannelDropout(p, unbatched)
+    x = torch.ones(shape)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on 3-D input to Dropout2d
+        out_theirs = layer(p)(x)
+    out_ours = ours(x)
+    lead = 1 if len(shape) == unbatched else 2
+    for out in (out_theirs, out_ours):  # one draw per leading index: constant over the others
+        flat = out.reshape(math.prod(shape[:lead]), -1)
+        assert (flat == flat[:, :1]).all()
+        first = flat[:, 0]
+        assert ((first == 0) | ((first - 1 / (1 - p)).abs() < 1e-6)).all()
+    kept = (out_ours.reshape(math.prod(shape[:lead]), -1)[:, 0] > 0).double()
+    assert abs(kept.mean().item() - (1 - p)) < SIGMAS * binomial_sigma(p, len(kept))
+    assert torch.equal(ours.eval()(x), x)  # eval() makes it the identity
+
+
+def test_channel_dropout_function_is_the_module_and_takes_a_rate_per_example():
+    x = torch.randn(8, 5, 3, 3)
+    torch.manual_seed(1)
+    by_function = channel_dropout(x, 0.4)
+    torch.manual_seed(1)
+    assert torch.equal(ChannelDropout(0.4)(x), by_function)
+    assert channel_dropout(x, 0.4, training=False) is x
+    p = torch.tensor([0.0] * 4 + [1.0] * 4).view(8, 1, 1, 1)
+    out = channel_dropout(x, p)
+    assert torch.equal(out[:4], x[:4]) and (out[4:] == 0).all()
+    assert repr(ChannelDropout(0.2, 4)) == "ChannelDropout(p=0.2, unbatched=4)"
 
 
 # ------------------------------------------------------------------------- drop_path
@@ -454,7 +509,11 @@ def test_bad_inputs_to_the_layers_are_named():
 def test_modules_check_p_once_not_on_every_forward(monkeypatch):
     from regulab import layers
 
-    modules = [Dropout(torch.tensor(0.5)), DropPath(torch.tensor(0.5))]
+    modules = [
+        Dropout(torch.tensor(0.5)),
+        DropPath(torch.tensor(0.5)),
+        ChannelDropout(torch.tensor(0.5)),
+    ]
 
     def fail(p):
         raise AssertionError("p checked again in forward (a GPU sync for a tensor p)")

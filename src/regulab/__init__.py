@@ -28,9 +28,11 @@ _EXPORTS = {  # module -> the names it gives the package
     "regulab.errors": ("TrainingDiverged",),
     "regulab.groups": ("describe_groups", "param_groups"),
     "regulab.layers": (
+        "ChannelDropout",
         "DropBlock2d",
         "DropPath",
         "Dropout",
+        "channel_dropout",
         "drop_block2d",
         "drop_path",
         "dropout",

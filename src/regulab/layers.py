@@ -5,6 +5,8 @@
   scaled by 1 / (1 - p), so the expectation is unchanged and evaluation is the
   identity. `p` may be a tensor (broadcast against the input), so that models
   trained together in one vectorized sweep can each have their own rate.
+* `channel_dropout` / `ChannelDropout`: `nn.Dropout1d/2d/3d` with a tensor p
+  (Tompson et al., arXiv:1411.4280): whole channels of each example zeroed.
 * `drop_block2d` / `DropBlock2d`: DropBlock (Ghiasi, Lin & Le, arXiv:1810.12890)
   zeroes contiguous block_size x block_size squares of feature maps.
 * `drop_path` / `DropPath`: stochastic depth (Huang et al., arXiv:1603.09382)
@@ -107,6 +109,28 @@ def _dropout(x, p, training, generator):
     return x if scale is None else x * scale
 
 
+def channel_dropout(
+    x: torch.Tensor, p, training: bool = True, *, unbatched: int | None = None, generator=None
+) -> torch.Tensor:
+    """Channel dropout, as `nn.Dropout1d/2d/3d`: zero each channel of each example (one draw
+    per index of dims 0 and 1) with probability p, scale the rest by 1 / (1 - p).
+
+    unbatched: the ndim of one example given without a batch dimension, whose channels
+    are then dim 0 (nn.Dropout1d: 2, nn.Dropout3d: 4); None: x is always a batch (as
+    nn.Dropout2d). p is a number or a tensor broadcastable to the mask (dims 0 and 1).
+    """
+    return _channel_dropout(x, _check_p(p), training, unbatched, generator)
+
+
+def _channel_dropout(x, p, training, unbatched, generator):
+    """channel_dropout without checking the values of p; see `_dropout`."""
+    if not training:
+        return x
+    lead = 1 if x.ndim == unbatched else 2  # the dims one draw covers
+    mask = x.new_ones(x.shape[:lead] + (1,) * (x.ndim - lead))
+    return x * _dropout(mask, p, True, generator)
+
+
 def drop_path(x: torch.Tensor, p, training: bool = True, *, generator=None) -> torch.Tensor:
     """Stochastic depth: zero whole examples (dim 0) with probability p, scale the rest.
 
@@ -187,6 +211,20 @@ class Dropout(nn.Module):
         if isinstance(self.p, torch.Tensor):
             return f"p=tensor of shape {tuple(self.p.shape)}"
         return f"p={self.p}"
+
+
+class ChannelDropout(Dropout):
+    """Channel dropout with a number or tensor p (a buffer); see `channel_dropout`."""
+
+    def __init__(self, p: float | torch.Tensor = 0.5, unbatched: int | None = None):
+        super().__init__(p)
+        self.unbatched = unbatched
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _channel_dropout(x, self.p, self.training, self.unbatched, None)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, unbatched={self.unbatched}"
 
 
 class DropPath(Dropout):

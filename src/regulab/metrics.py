@@ -150,8 +150,9 @@ def examples(target) -> int:
     return len(target)
 
 
-def _batches(data, batch_size: int, rank: int, world_size: int):
-    """Batches of data: tensors of equal length (sharded contiguously by rank) or any loader."""
+def batches(data, batch_size: int, rank: int = 0, world_size: int = 1):
+    """Batches of data: slices of tensors of equal length (sharded contiguously by rank), or
+    the batches of any other iterable (a DataLoader, a TensorLoader)."""
     if (
         isinstance(data, tuple | list)
         and len(data) >= 2
@@ -186,7 +187,7 @@ def evaluate(
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct, count, no-acc
     try:
-        for batch in _batches(data, batch_size, rank, world_size):
+        for batch in batches(data, batch_size, rank, world_size):
             inputs, y = to_device(unpack(batch, batch_fn), device)
             out = forward(model, inputs)
             sums[0] += sum_loss(loss, out, y).double()

@@ -69,10 +69,7 @@ def train_epoch(loop, epoch: int) -> torch.Tensor:
     """
     reseed(epoch_seed(loop.seed, epoch, stream=1 + loop.rank), loop.device)
     train = loop.train
-    if hasattr(train, "set_epoch"):
-        train.set_epoch(epoch)
-    elif hasattr(getattr(train, "sampler", None), "set_epoch"):
-        train.sampler.set_epoch(epoch)
+    set_epoch(train, epoch)
     loop.model.train()
     count_correct = loop.train_eval is None
     losses, counts, hits = [], [], []
@@ -138,9 +135,8 @@ def optimizer_step(loop, micro: int) -> None:
     counter and the after-step projections alone.
     """
     scaler = loop.scaler
-    if micro < loop.accumulate:  # a trailing partial group: the mean over its micro-batches
-        grads = [p.grad for p in loop.clip_params if p.grad is not None]
-        torch._foreach_mul_(grads, loop.accumulate / micro)
+    if micro < loop.accumulate:
+        mean_of_partial_group_(loop.clip_params, loop.accumulate, micro)
     if scaler is not None:
         scaler.unscale_(loop.optimizer)  # the penalty and clipping see true gradients
     if loop.penalty is not None:
@@ -164,6 +160,22 @@ def optimizer_step(loop, micro: int) -> None:
         for fn in loop.after_step:
             fn()
         loop.step += 1
+
+
+def set_epoch(loader, epoch: int) -> None:
+    """Give loader the epoch, for its order: its own set_epoch (a TensorLoader) or its
+    sampler's (a DataLoader over a DistributedSampler); other loaders are left alone."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+
+
+def mean_of_partial_group_(params, accumulate: int, micro: int) -> None:
+    """Gradients of a trailing group of micro < accumulate micro-batches, each loss divided
+    by accumulate, scaled to the mean over the group's micro-batches."""
+    grads = [p.grad for p in params if p.grad is not None]
+    torch._foreach_mul_(grads, accumulate / micro)
 
 
 def with_last(iterable):

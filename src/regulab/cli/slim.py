@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `regulab slim`."""
     add_recipe_argument(
         p,
-        "TOML recipe with a vgg_bn or resnet_bn model, e.g. recipes/slim_vgg_fashion.toml "
+        "TOML recipe whose model has BatchNorm (vgg_bn, resnet_bn or your model.factory), e.g. "
+        "recipes/slim_vgg_fashion.toml "
         "(optional with --from: the run's own recipe)",
         optional=True,
     )

@@ -58,7 +58,7 @@ def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             try:
-                out = _forward(model, inputs)
+                out = metrics.forward(model, inputs)
             except Exception as e:
                 raise RecipeError(
                     f"{what} fails on 2 training examples, inputs {_shape(inputs)}: "
@@ -73,12 +73,6 @@ def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
                 ) from e
     finally:
         model.train(was_training)
-
-
-def _forward(model, inputs):
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    return model(*inputs) if isinstance(inputs, tuple | list) else model(inputs)
 
 
 def _shape(value) -> str:

@@ -3,13 +3,15 @@
 `save(model, folder, arch)` writes model.safetensors (the state dict: parameters and
 buffers such as BatchNorm running statistics) and arch.json: `arch` as given (any JSON
 dict; regulab's own models use `{"name": "vgg_bn", "kwargs": {...}}`, a function of
-`regulab.models`) and, for every layer that pruning can reshape, the sizes it has now
-(convolutions, transposed ones too: in/out channels and groups; linear layers; BatchNorm,
-InstanceNorm, LayerNorm, GroupNorm, PReLU, Embedding). `load(folder, model)` takes the
-unpruned model (an instance, a zero-argument callable returning one, or, when arch names a
-regulab model, nothing), gives each layer its recorded sizes and the saved tensors, and
-loads the weights with `safetensors` (never `torch.load`). A parameter-holding layer of
-another type whose tensor shapes differ from the saved ones is refused by name.
+`regulab.models`, and a recipe's model `{"factory", "kwargs", "base"}`) and, for every
+layer that pruning can reshape, the sizes it has now (convolutions, transposed ones too:
+in/out channels and groups; linear layers; BatchNorm, InstanceNorm, LayerNorm, GroupNorm,
+PReLU, Embedding). `load(folder, model)` takes the unpruned model (an instance, a
+zero-argument callable returning one, or nothing when arch names a regulab model or a
+recipe's factory, imported again from its `base` folder), gives each layer its recorded
+sizes and the saved tensors, and loads the weights with `safetensors` (never
+`torch.load`). A parameter-holding layer of another type whose tensor shapes differ from
+the saved ones is refused by name.
 """
 
 import json
@@ -79,12 +81,17 @@ def save(model: nn.Module, folder: str | Path, arch: dict | None = None) -> Path
 def _unpruned(arch, model) -> nn.Module:
     """The unpruned model: model itself, model() for a callable, or the regulab model arch
     names."""
+    if model is None and isinstance(arch, dict) and "factory" in arch:
+        from regulab.recipe.model import from_arch  # a recipe's model.factory: import it again
+
+        model = from_arch(arch)
     if model is None:
         name = arch.get("name") if isinstance(arch, dict) else None
         if name not in models.MODELS:
             raise ValueError(
-                f"arch.json's arch {arch!r} names no regulab model ({', '.join(models.MODELS)}); "
-                "pass model= (the unpruned model, or a zero-argument callable returning one)"
+                f"arch.json's arch {arch!r} names no regulab model ({', '.join(models.MODELS)}) "
+                "and no recipe's model.factory; pass model= (the unpruned model, or a "
+                "zero-argument callable returning one)"
             )
         return models.MODELS[name](**arch.get("kwargs", {}))
     built = model if isinstance(model, nn.Module) else model() if callable(model) else None
@@ -171,7 +178,8 @@ def load(folder: str | Path, model=None, device="cpu") -> nn.Module:
     """The model saved by `save`, with its pruned shapes and weights, in eval mode.
 
     model: the unpruned model (reshaped in place and returned), or a zero-argument callable
-    returning one (a factory); None rebuilds the regulab model that arch.json names.
+    returning one (a factory); None rebuilds the regulab model or the recipe's model.factory
+    that arch.json names.
     """
     folder = Path(folder)
     spec = json.loads((folder / "arch.json").read_text())

@@ -74,8 +74,9 @@ def _check(recipe) -> None:
         )
     if not recipe.model.factory and recipe.model.name not in BN_MODELS:  # factory: preflight
         raise RecipeError(
-            "model.name must be vgg_bn or resnet_bn: network slimming ranks channels by their "
-            f"BatchNorm scales, and {recipe.model.name!r} has no BatchNorm"
+            "model.name must be vgg_bn or resnet_bn (or set model.factory to a model with "
+            "BatchNorm): network slimming ranks channels by their BatchNorm scales, and "
+            f"{recipe.model.name!r} has none"
         )
 
 

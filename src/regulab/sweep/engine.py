@@ -47,7 +47,7 @@ from regulab.recipe.schema import L1_MODES, OPTIMIZERS, SWEEPABLE
 from regulab.sweep import linear, update
 from regulab.sweep.native import SWEPT, check_train, set_dropout, swap_dropout
 from regulab.sweep.stacked import Stacked
-from regulab.train_step import reseed, rng_fork, with_last
+from regulab.train_step import mean_of_partial_group_, reseed, rng_fork, set_epoch, with_last
 
 PARAMS = tuple(SWEEPABLE)
 PRECISION = "fp32"  # the one train.precision the stacked step runs (no autocast, no scaler)
@@ -192,8 +192,8 @@ def _check_settings(s: Settings) -> None:
     precision = getattr(s.train, "precision", PRECISION)
     if precision != PRECISION:
         raise ValueError(
-            f"fit_sweep: train.precision={precision!r} is not supported by the stacked engine; "
-            f"use {PRECISION!r}"
+            f"settings.train.precision must be {PRECISION!r} (the stacked copies train without "
+            f"autocast); got {precision!r}"
         )
     _checks.positive_int("settings.train.accumulate", getattr(s.train, "accumulate", 1))
 
@@ -231,10 +231,7 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
     for epoch in range(1, s.train.epochs + 1):
         reseed(epoch_seed(s.train.seed, epoch, stream=1), device)
         for loader in loaders:
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            elif hasattr(getattr(loader, "sampler", None), "set_epoch"):
-                loader.sampler.set_epoch(epoch)
+            set_epoch(loader, epoch)
         epoch_loss = 0.0
         micro = 0
         for batches, last in with_last(zip(*loaders, strict=True)):
@@ -246,9 +243,8 @@ def _train(stacked: Stacked, like: nn.Module, param, values, train, s: Settings)
             epoch_loss = epoch_loss + losses.detach()
             micro += 1
             if micro == accumulate or last:
-                if micro < accumulate:  # a trailing partial group: the mean of its batches
-                    grads = [p.grad for p in plist if p.grad is not None]
-                    torch._foreach_mul_(grads, accumulate / micro)
+                if micro < accumulate:
+                    mean_of_partial_group_(plist, accumulate, micro)
                 update.step(opt, plist, st, step, s)
                 step += 1
                 micro = 0

@@ -59,11 +59,15 @@ def available(device) -> int | None:
     return None
 
 
+def states_per_parameter(optim) -> int:
+    """Tensors of state the optimizer keeps per parameter (optim: a `schema.Optim`)."""
+    return {"sgd": 1 if optim.momentum else 0, "adam": 2, "adamw": 2}[optim.name]
+
+
 def check(model, batch, k: int, recipe, device, max_memory: float | None = None) -> dict:
     """Raise RecipeError when k copies would not fit (into max_memory GiB, or 90 % of the
     free memory); return the estimate otherwise."""
-    states = {"sgd": 1 if recipe.optim.momentum else 0, "adam": 2, "adamw": 2}[recipe.optim.name]
-    need = estimate(model, batch, k, states)
+    need = estimate(model, batch, k, states_per_parameter(recipe.optim))
     limit = max_memory * GiB if max_memory is not None else available(device)
     if limit is None:
         return need

@@ -103,26 +103,34 @@ def compute_rows(model, param, values, data: Data, s: Settings, *, folds=0, seed
     n_eval = s.train.eval_train or len(x)
     train_m = stacked.evaluate((x[:n_eval], y[:n_eval]), loss)
     test_m = stacked.evaluate(data.test, loss) if data.test is not None else None
-    diverged = stacked.diverged_epoch.clone()
     if folds:
-        val_loss = torch.stack([f[0]["loss"] for f in per_fold])  # (folds, K)
-        accuracies = [f[0]["accuracy"] for f in per_fold]
-        val = {
-            "loss": val_loss.mean(0),
-            "loss_se": val_loss.std(0, correction=1) / math.sqrt(folds),
-            "accuracy": None if accuracies[0] is None else torch.stack(accuracies).mean(0),
-            "folds": val_loss,
-        }
-        for f in per_fold:
-            diverged = torch.maximum(diverged, f[1])
+        val, diverged = cross_validated(per_fold, stacked.diverged_epoch)
     else:
-        val = stacked.evaluate(data.val, loss)
+        val, diverged = stacked.evaluate(data.val, loss), stacked.diverged_epoch
     return rows(values, stacked, diverged, s.train.epochs, train_m, val, test_m)
 
 
-def rows(values, stacked, diverged, epochs: int, train_m, val, test_m) -> list[dict]:
+def cross_validated(per_fold, diverged) -> tuple[dict, torch.Tensor]:
+    """k-fold's validation metrics from each fold's (metrics, diverged_epoch): loss and
+    accuracy the means over folds, loss_se the standard error over folds, folds the
+    (folds, K) losses; and diverged (the final fit's) merged with the folds' epochs."""
+    val_loss = torch.stack([m["loss"] for m, _ in per_fold])  # (folds, K)
+    accuracies = [m["accuracy"] for m, _ in per_fold]
+    val = {
+        "loss": val_loss.mean(0),
+        "loss_se": val_loss.std(0, correction=1) / math.sqrt(len(per_fold)),
+        "accuracy": None if accuracies[0] is None else torch.stack(accuracies).mean(0),
+        "folds": val_loss,
+    }
+    for _, epoch in per_fold:
+        diverged = torch.maximum(diverged, epoch)
+    return val, diverged
+
+
+def rows(values, stacked, diverged, epochs: int, train_m, val, test_m, closed=None) -> list[dict]:
     """The rows of a path from the metrics of the K copies (each a dict of (K,) tensors;
-    val may hold "folds", the (folds, K) losses); a diverged row keeps lambda and status."""
+    val may hold "folds", the (folds, K) losses); a diverged row keeps lambda and status.
+    closed: the exact ridge solutions' (||w||, distance of the SGD weights), (K,) each."""
     w_norm, zeros = stacked.weight_stats()
     # as `fit`: non-finite final metrics also mean diverged (e.g. blown up in the last step)
     finite = train_m["loss"].isfinite() & val["loss"].isfinite() & w_norm.isfinite()
@@ -142,8 +150,8 @@ def rows(values, stacked, diverged, epochs: int, train_m, val, test_m) -> list[d
             "test_accuracy": _num(test_m["accuracy"], k),
             "w_norm": _num(w_norm, k),
             "zero_fraction": _num(zeros, k),
-            "closed_form_w_norm": None,
-            "closed_form_distance": None,
+            "closed_form_w_norm": _num(closed[0], k) if closed else None,
+            "closed_form_distance": _num(closed[1], k) if closed else None,
         }
         if "folds" in val:
             row["val_loss_folds"] = [_num(f, k) for f in val["folds"]]
@@ -164,10 +172,9 @@ def folds_of(n: int, folds: int, seed: int, device) -> list[torch.Tensor]:
 def check_memory(model, data: Data, k: int, s: Settings, device, max_memory=None) -> None:
     """Raise ValueError when k copies of model would not fit (`memory.estimate`) into
     max_memory GiB, or 90 % of the free memory of device."""
-    states = {"sgd": 1 if s.optim.momentum else 0, "adam": 2, "adamw": 2}[s.optim.name]
     batch = data.train.tensors[0][: data.train.batch_size]
     with rng_fork(torch.device(device)):  # the estimate runs one forward in training mode
-        need = memory.estimate(model, batch, k, states)["total"]
+        need = memory.estimate(model, batch, k, memory.states_per_parameter(s.optim))["total"]
     limit = max_memory * memory.GiB if max_memory is not None else memory.available(device)
     if limit is not None and need > (limit if max_memory is not None else 0.9 * limit):
         raise ValueError(

@@ -2,8 +2,8 @@
 
 - Dropout: the K stacked copies need each its own p, which torch's layers hold as
   a Python float. `swap_dropout` replaces `nn.Dropout` with regulab's `Dropout`
-  and `nn.Dropout1d/2d/3d` with `ChannelDropout` (whole channels zeroed, as torch
-  does), whose p becomes a per-copy tensor (`set_dropout`). regulab draws uniform
+  and `nn.Dropout1d/2d/3d` with its `ChannelDropout` (whole channels zeroed, as
+  torch does), whose p becomes a per-copy tensor (`set_dropout`). regulab draws uniform
   numbers and keeps u >= p where torch calls bernoulli_, so a seed gives other
   masks than torch's, with the same law. `nn.AlphaDropout` and
   `nn.FeatureAlphaDropout` (SELU networks) have no tensor-p form and are refused.
@@ -18,37 +18,12 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
 from regulab.data.loader import TensorLoader
-from regulab.layers import Dropout, dropout
+from regulab.layers import ChannelDropout, Dropout
 from regulab.metrics import LOSSES, mean_loss, unpack
 from regulab.train_step import rng_fork
 
 REFUSED = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 CHANNEL = {nn.Dropout1d: 2, nn.Dropout2d: None, nn.Dropout3d: 4}  # ndim of one example
-
-
-class ChannelDropout(nn.Module):
-    """`nn.Dropout1d/2d/3d` with a tensor p: each channel of each example zeroed with
-    probability p (dims 0 and 1 of a batch; dim 0 of one example), the rest scaled by
-    1 / (1 - p). unbatched: the ndim of one example without a batch dimension (None: always
-    a batch, as `nn.Dropout2d`)."""
-
-    def __init__(self, p: float | torch.Tensor = 0.5, unbatched: int | None = None):
-        super().__init__()
-        self.p = p
-        self.unbatched = unbatched
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return x
-        lead = 1 if x.ndim == self.unbatched else 2  # the dims one draw covers
-        scale = dropout(x.new_ones(x.shape[:lead] + (1,) * (x.ndim - lead)), self.p)
-        return x * scale
-
-    def extra_repr(self) -> str:
-        p = self.p
-        return f"p=tensor of shape {tuple(p.shape)}" if isinstance(p, torch.Tensor) else f"p={p}"
-
-
 SWEPT = (Dropout, ChannelDropout)  # the layers whose p a dropout sweep sets (not DropPath)
 
 

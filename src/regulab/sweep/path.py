@@ -20,7 +20,7 @@ from regulab import recipe as recipes
 from regulab.bn_sparsity import bn_layers
 from regulab.layers import Dropout
 from regulab.recipe import RecipeError, build
-from regulab.sweep import memory
+from regulab.sweep import memory, model_path
 from regulab.sweep.engine import PARAMS, Settings, decayed_names, fit_sweep
 
 DROPOUT_MODELS = ("mlp", "vgg_bn")
@@ -184,49 +184,13 @@ def compute_rows(
     train_m = stacked.evaluate(tuple(t[:n_eval] for t in final_train), loss, batch_fn=batch_fn)
     test_m = stacked.evaluate(splits.test, loss, batch_fn=batch_fn)
     if folds:
-        val_loss = torch.stack([f[0]["loss"] for f in per_fold])  # (folds, K)
-        val_se = val_loss.std(0, correction=1) / math.sqrt(folds)
-        val_acc = (
-            torch.stack([f[0]["accuracy"] for f in per_fold]).mean(0)
-            if per_fold[0][0]["accuracy"] is not None
-            else None
-        )
-        diverged = stacked.diverged_epoch.clone()
-        for f in per_fold:
-            diverged = torch.maximum(diverged, f[1])
-        val_mean = val_loss.mean(0)
+        val_m, diverged = model_path.cross_validated(per_fold, stacked.diverged_epoch)
     else:
         val_m = stacked.evaluate(splits.val, loss, batch_fn=batch_fn)
-        val_mean, val_se, val_acc = val_m["loss"], val_m["loss_se"], val_m["accuracy"]
         diverged = stacked.diverged_epoch
-    w_norm, zeros = stacked.weight_stats()
-    # as `fit`: non-finite final metrics also mean diverged (e.g. blown up in the last step)
-    finite = train_m["loss"].isfinite() & val_mean.isfinite() & w_norm.isfinite()
-    diverged = torch.where((diverged == 0) & ~finite.cpu(), recipe.train.epochs, diverged)
     closed = _closed_form(recipe, param, values, stacked, final_train)
-    rows = []
-    for k, lam in enumerate(values):
-        row = {
-            "lambda": lam,
-            "status": "diverged" if diverged[k] else "completed",
-            "train_loss": _num(train_m["loss"], k),
-            "train_accuracy": _num(train_m["accuracy"], k),
-            "val_loss": _num(val_mean, k),
-            "val_loss_se": _num(val_se, k),
-            "val_accuracy": _num(val_acc, k),
-            "test_loss": _num(test_m["loss"], k),
-            "test_accuracy": _num(test_m["accuracy"], k),
-            "w_norm": _num(w_norm, k),
-            "zero_fraction": _num(zeros, k),
-            "closed_form_w_norm": _num(closed[0], k) if closed else None,
-            "closed_form_distance": _num(closed[1], k) if closed else None,
-        }
-        if folds:
-            row["val_loss_folds"] = [_num(val_loss[f], k) for f in range(folds)]
-        if diverged[k]:
-            row = {key: (v if key in ("lambda", "status") else None) for key, v in row.items()}
-        rows.append(row)
-    return rows
+    epochs = recipe.train.epochs
+    return model_path.rows(values, stacked, diverged, epochs, train_m, val_m, test_m, closed)
 
 
 def preflight(
@@ -263,8 +227,7 @@ def _folds(n: int, folds: int, seed: int, device) -> list[torch.Tensor]:
     """`folds` disjoint index sets covering range(n), from a permutation seeded by seed."""
     if not 2 <= folds <= n:
         raise RecipeError(f"--folds must be between 2 and the {n} training examples; got {folds}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
-    return list(order.tensor_split(folds))
+    return model_path.folds_of(n, folds, seed, device)
 
 
 def _closed_form(recipe, param, values, stacked, train):
@@ -290,10 +253,3 @@ def _closed_form(recipe, param, values, stacked, train):
     (name,) = [n for n, t in stacked.params.items() if t.ndim == 3]
     w_sgd = stacked.params[name].detach().double().flatten(1).to(w.device)
     return w.norm(dim=1), (w_sgd - w).norm(dim=1)
-
-
-def _num(t, k):
-    if t is None:
-        return None
-    v = float(t[k])
-    return v if math.isfinite(v) else None

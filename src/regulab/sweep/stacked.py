@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from regulab.metrics import check_loss, correct, examples, mean_loss, to_device, unpack
-from regulab.sweep.native import is_pair, per_example
+from regulab.metrics import batches, check_loss, correct, examples, mean_loss, to_device, unpack
+from regulab.sweep.native import per_example
 
 
 class Stacked:
@@ -76,7 +76,7 @@ class Stacked:
         sums = torch.zeros(5, self.k, dtype=torch.float64, device=device)
         n = 0
         try:
-            for batch in _batches(data, batch_size):
+            for batch in batches(data, batch_size):
                 inputs, y = to_device(unpack(batch, batch_fn), device)
                 out = self.forward(inputs)
                 each = each_fn(out, y).double()  # (K, B)
@@ -116,16 +116,6 @@ class Stacked:
         zeros = sum((p == 0).flatten(1).sum(1) for p in weights)
         size = sum(p[0].numel() for p in weights)
         return sq.sqrt(), zeros.double() / size
-
-
-def _batches(data, batch_size: int):
-    """Batches of data: slices of (x, y) tensors, or the batches of any iterable."""
-    if not is_pair(data):
-        yield from data
-        return
-    x, y = data
-    for start in range(0, len(x), batch_size):
-        yield x[start : start + batch_size], y[start : start + batch_size]
 
 
 def _means(loss, out, y):
