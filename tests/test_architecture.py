@@ -15,11 +15,11 @@ LAYERS = (
     ("errors", ("errors", "_checks")),
     ("library", ("penalties", "groups", "constraints", "layers", "normalization", "schedules",
                  "early_stopping", "augment", "ridge_regression", "bn_sparsity",
-                 "linear_regression")),
+                 "linear_regression", "label_smoothing", "mixing")),
     ("engine", ("models", "data", "metrics", "checkpoint", "distributed", "train", "train_step",
                 "train_state", "runs", "tables")),
     ("recipe", ("recipe",)),
-    ("capabilities", ("sweep", "slim")),
+    ("capabilities", ("sweep", "slim", "tune")),
     ("demos", ("demos",)),
     ("cli", ("cli",)),
 )  # fmt: skip

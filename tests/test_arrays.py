@@ -47,15 +47,19 @@ def test_what_cannot_be_read_is_named_with_the_file(tmp_path):
     np.save(tmp_path / "one.npy", NAMED["x"])
     (tmp_path / "one.npy").rename(tmp_path / "one.npz")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip")
     cases = [
         (tmp_path / "a.csv", ["x"], ValueError, "path must end in .npz or .safetensors; got"),
         (tmp_path / "none.npz", ["x"], FileNotFoundError, "no file"),
         (tmp_path / "a.npz", ["x", "z"], ValueError, "has no array 'z'; it has: x, text, objects"),
         (tmp_path / "a.npz", ["text"], ValueError, "array 'text' of '"),
         (tmp_path / "a.npz", ["objects"], ValueError, "holds Python objects, which need pickle"),
-        (tmp_path / "one.npz", ["x"], ValueError, "is not an .npz archive (np.savez writes one)"),
+        (tmp_path / "one.npz", ["x"], ValueError,
+         "is not a valid .npz (zip) file: it holds one .npy array, not a zip archive of arrays"),
+        (tmp_path / "garbage.npz", ["x"], ValueError,
+         "garbage.npz' is not a valid .npz (zip) file: it holds bytes b'not a zip', not a zip"),
         (tmp_path / "junk.safetensors", ["x"], ValueError, "is not a readable .safetensors file"),
-    ]
+    ]  # fmt: skip
     for path, names, kind, message in cases:
         with pytest.raises(kind) as info:
             read_arrays(path, names)
@@ -107,3 +111,32 @@ def test_what_is_not_data_is_refused_in_one_line(data, message):
     with pytest.raises(ValueError) as info:
         pair_tensors(data, "train")
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_nan_and_inf_are_refused_naming_the_array_and_how_many(tmp_path, suffix):
+    x = np.ones((4, 3), np.float32)
+    x[0, 1], x[2, 2], x[3, 0] = np.nan, np.inf, -np.inf
+    path = tmp_path / f"a{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=x, y=np.arange(4))
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({"x": x, "y": np.arange(4)}, str(path))
+    assert read_arrays(path, ["y"])["y"].tolist() == [0, 1, 2, 3]  # integers: always finite
+    with pytest.raises(ValueError) as info:
+        read_arrays(path, ["x", "y"])
+    assert str(info.value) == (
+        f"array 'x' of '{path}' holds 3 non-finite values (NaN or inf) of 12: remove or "
+        "impute them before training"
+    )
+
+
+def test_nan_in_a_pair_or_a_dataset_is_refused_naming_it():
+    y = torch.tensor([0.5, float("nan")])
+    with pytest.raises(ValueError, match=r"^train y holds 1 non-finite value \(NaN or inf\) of 2"):
+        pair_tensors((torch.zeros(2, 3), y), "train")
+    items = [(torch.tensor([1.0, float("inf")]), 0), (torch.ones(2), 1)]
+    with pytest.raises(ValueError, match=r"^val x holds 1 non-finite value \(NaN or inf\) of 4"):
+        pair_tensors(items, "val")

@@ -184,13 +184,20 @@ def test_a_torch_dataloader_trains_like_the_tensor_loader():
             assert ra[k] == pytest.approx(rb[k], abs=1e-6), k
 
 
-def test_a_torch_dataloader_needs_eval_train_0():
+def test_a_torch_dataloader_with_the_defaults_reports_the_running_mean():
     x, y = torch.randn(10, 3), torch.randint(0, 4, (10,))
-    train = DataLoader(TensorDataset(x, y), batch_size=5)
+    rows, kinds = [], []
+    for eval_train in (10_000, 0):  # the default, which a DataLoader cannot be sliced for
+        model = _classifier()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        h = fit(model, opt, DataLoader(TensorDataset(x, y), batch_size=5), epochs=2,
+                eval_train=eval_train)  # fmt: skip
+        rows.append(h.rows)
+        kinds.append(h.train_metrics)
+    assert kinds == ["running", "running"]
+    for a, b in zip(*rows, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["train_accuracy"] == b["train_accuracy"]
     model = _classifier()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(
-        ValueError,
-        match=r"eval_train > 0 needs train as a TensorLoader.*DataLoader.*pass eval_train=0",
-    ):
-        fit(model, opt, train, epochs=1, eval_train=5)
+    h = fit(model, opt, TensorLoader(x, y, batch_size=5), epochs=1)
+    assert h.train_metrics == "eval"

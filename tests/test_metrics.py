@@ -133,3 +133,64 @@ def test_bad_losses_are_named():
         evaluate(_model(), (x, y), 3.0)
     with pytest.raises(ValueError, match="scalar tensor"):
         evaluate(_model(), (x, y), nn.CrossEntropyLoss(reduction="none"))
+
+
+# --- the built-in losses refuse shapes torch would read otherwise than meant ------------------
+
+
+def test_cross_entropy_takes_labels_or_probabilities_and_refuses_one_logit_per_example():
+    from regulab.metrics import mean_loss
+
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.randn(6, 3, generator=g), torch.randint(0, 3, (6,), generator=g)
+    p = torch.softmax(torch.randn(6, 3, generator=g), -1)
+    assert mean_loss("cross_entropy", out, y).item() == pytest.approx(
+        F.cross_entropy(out, y).item(), abs=TOL
+    )
+    assert mean_loss("cross_entropy", out, p).item() == pytest.approx(
+        -(p * out.log_softmax(-1)).sum(-1).mean().item(), abs=TOL
+    )
+    seq, labels = torch.randn(6, 3, 4, generator=g), torch.randint(0, 3, (6, 4), generator=g)
+    assert mean_loss("cross_entropy", seq, labels).item() == pytest.approx(
+        F.cross_entropy(seq, labels).item(), abs=TOL
+    )
+    # (N,) logits with 0/1 floats: torch would read one example of N classes
+    with pytest.raises(ValueError) as info:
+        mean_loss("cross_entropy", torch.randn(6), torch.tensor([0.0, 1, 1, 0, 1, 0]))
+    assert str(info.value) == (
+        "loss 'cross_entropy' needs output (N, C) and integer class labels (N,) or class "
+        "probabilities (N, C); got output (6,) and target (6,) float32: give the model C "
+        "outputs and integer labels, or for one logit per example with 0/1 float targets pass "
+        "loss=nn.BCEWithLogitsLoss()"
+    )
+    with pytest.raises(ValueError, match=r"got output \(6, 3\) and target \(6,\) float32"):
+        mean_loss("cross_entropy", out, y.float())
+
+
+@pytest.mark.parametrize("name", ["mse", "half_mse"])
+def test_mse_never_broadcasts_n_against_n_1_into_n_by_n(name):
+    from regulab.metrics import mean_loss
+
+    g = torch.Generator().manual_seed(0)
+    out, y = torch.randn(5, generator=g), torch.randn(5, generator=g)
+    want = ((out - y) ** 2).mean().item() / (2 if name == "half_mse" else 1)
+    for o, t in ((out, y), (out[:, None], y), (out, y[:, None]), (out[:, None], y[:, None])):
+        assert mean_loss(name, o, t).item() == pytest.approx(want, abs=TOL)
+    with pytest.raises(ValueError) as info:
+        mean_loss(name, torch.randn(5, 2), y)
+    assert str(info.value) == (
+        f"loss '{name}' needs output and target of one shape, (N,) or (N, K); got output "
+        "(5, 2) and target (5,): reshape the model's output or the target to match"
+    )
+
+
+def test_integer_targets_for_a_loss_that_needs_floats_get_a_hint():
+    from regulab.metrics import mean_loss
+
+    with pytest.raises(TypeError) as info:
+        mean_loss(nn.BCEWithLogitsLoss(), torch.randn(4), torch.tensor([0, 1, 1, 0]))
+    assert str(info.value) == (
+        "the loss needs float targets and got int64 ones (result type Float can't be cast to "
+        "the desired output type Long): a loss such as nn.BCEWithLogitsLoss takes 0/1 floats, "
+        "so pass y.float() (in batch_fn or the data)"
+    )

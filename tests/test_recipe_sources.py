@@ -287,7 +287,8 @@ def test_data_errors_name_the_key_the_file_and_what_was_found(tmp_path):
     )
     (tmp_path / "bad.npz").write_text("not a zip")
     assert error(load, "{x='x', y='y'}", "bad.npz").startswith(
-        f"data.path: '{tmp_path.resolve()}/bad.npz' is not a readable .npz file"
+        f"data.path: '{tmp_path.resolve()}/bad.npz' is not a valid .npz (zip) file: it holds "
+        "bytes b'not a zip', not a zip archive of arrays"
     )
 
 
@@ -429,18 +430,18 @@ def test_the_factory_builds_the_model_with_its_kwargs(tmp_path):
          "model.kwargs {'depth': 2} do not fit 'model:make'(width=8, classes=3): got an "
          "unexpected keyword argument 'depth'"),
         ("[model]\nkwargs = {classes = 1}\n[train]\nloss = 'torch.nn:BCEWithLogitsLoss'\n",
-         "train.loss 'torch.nn:BCEWithLogitsLoss' fails on the model's output of shape (2, 1) and "
-         "the targets of shape (2,): ValueError: Target size (torch.Size([2])) must be the same "
-         "as input size (torch.Size([2, 1]))"),
+         "train.loss 'torch.nn:BCEWithLogitsLoss' fails on the model's output of shape (8, 1) and "
+         "the targets of shape (8,): ValueError: Target size (torch.Size([8])) must be the same "
+         "as input size (torch.Size([8, 1]))"),
         ("[slim]\nsparsity = 1e-4\n",
          "slim.sparsity acts on BatchNorm scales, and the model of model.factory 'model:make' "
          "has no BatchNorm layers; got 0.0001"),
         ("[train]\nbatch_fn = 'model:inputs_only'\n",
-         "train.batch_fn 'model:inputs_only' must map a batch (x, y) (of shape (2, 4), of shape "
-         "(2,)) to (inputs, target): ValueError: not enough values to unpack (expected 2, got 1)"),
+         "train.batch_fn 'model:inputs_only' must map a batch (x, y) (of shape (8, 4), of shape "
+         "(8,)) to (inputs, target): ValueError: not enough values to unpack (expected 2, got 1)"),
         ("[model]\nfactory = 'model:keywords'\nkwargs = {}\n",
-         "the model of model.factory 'model:keywords' fails on 2 training examples, inputs of "
-         "shape (2, 4): TypeError: Keywords.forward() takes 1 positional argument but 2 were "
+         "the model of model.factory 'model:keywords' fails on 8 training examples, inputs of "
+         "shape (8, 4): TypeError: Keywords.forward() takes 1 positional argument but 2 were "
          "given"),
     ],
 )  # fmt: skip

@@ -539,3 +539,28 @@ def test_an_error_inside_torch_pruning_is_one_line_naming_the_layer(monkeypatch)
     with pytest.raises(ValueError, match=r"cannot trace Sequential \(ZeroDivisionError") as e:
         plan(model, 0.5, X)
     assert "\n" not in str(e.value)
+
+
+# --- an example_input the model does not take -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("example", "shown", "torch_says"),
+    [
+        (torch.zeros(1, 1, 32, 32), "a tensor of shape (1, 1, 32, 32)",
+         "RuntimeError: Given groups=1, weight of size [32, 3, 3, 3], expected input[1, 1, 32, "
+         "32] to have 3 channels, but got 1 channels instead"),
+        ((X, X), "(a tensor of shape (1, 3, 32, 32), a tensor of shape (1, 3, 32, 32))",
+         "TypeError: Sequential.forward() takes 2 positional arguments but 3 were given"),
+    ],
+)  # fmt: skip
+def test_a_wrong_example_input_is_named_with_torchs_message(example, shown, torch_says):
+    model = build("resnext")
+    for call in (lambda: plan(model, 0.5, example), lambda: prune(model, quiet_plan(model, 0.5),
+                                                                  example)):  # fmt: skip
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == (
+            f"example_input must be an input Sequential takes (a batch of one is enough); got "
+            f"{shown}, on which the model raised {torch_says}"
+        )

@@ -357,3 +357,24 @@ def test_bn_sparsity_rows_equal_regulab_train_with_slim_sparsity(mode):
         for key in ("train_loss", "val_loss", "test_loss", "w_norm"):
             assert row[key] == pytest.approx(final[key], rel=1e-5, abs=1e-6), key
     assert rows[0]["val_loss"] != pytest.approx(rows[1]["val_loss"], rel=1e-4)
+
+
+def test_a_model_that_takes_what_batch_fn_gives_is_estimated_and_swept_through_it(tmp_path):
+    (tmp_path / "dictnet.py").write_text(
+        "from torch import nn\n\n\n"
+        "class Net(nn.Module):  # forward takes a keyword, as many users' models do\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Linear(64, 10)\n\n"
+        "    def forward(self, *, pixels):\n"
+        "        return self.head(pixels.flatten(1))\n\n\n"
+        "def keyed(batch):\n"
+        "    x, y = batch\n"
+        "    return {'pixels': x}, y\n"
+    )
+    raw = {**DIGITS, "model": {"factory": "dictnet:Net"}, "base": str(tmp_path)}
+    recipe = recipes.from_dict({**raw, "train": {**DIGITS["train"], "batch_fn": "dictnet:keyed"}})
+    assert path.preflight(recipe, "l2", 2)["memory"]["activations"] > 0
+    rows = compute_rows(recipe, "l2", [0.0, 1e-3])
+    assert [r["lambda"] for r in rows] == [0.0, 1e-3]
+    assert all(math.isfinite(r["val_loss"]) for r in rows)

@@ -27,6 +27,12 @@ _EXPORTS = {  # module -> the names it gives the package
     "regulab.early_stopping": ("EarlyStopping",),
     "regulab.errors": ("TrainingDiverged",),
     "regulab.groups": ("describe_groups", "param_groups"),
+    "regulab.label_smoothing": (
+        "LabelSmoothingCrossEntropy",
+        "SoftTargetCrossEntropy",
+        "label_smoothing_cross_entropy",
+        "soft_target_cross_entropy",
+    ),
     "regulab.layers": (
         "ChannelDropout",
         "DropBlock2d",
@@ -38,6 +44,7 @@ _EXPORTS = {  # module -> the names it gives the package
         "dropout",
     ),
     "regulab.linear_regression": ("FitResult", "train_concise", "train_scratch"),
+    "regulab.mixing": ("Mixup", "cutmix", "mixup"),
     "regulab.normalization": ("BatchNorm", "batch_norm"),
     "regulab.penalties": (
         "Penalty",

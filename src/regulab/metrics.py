@@ -21,22 +21,49 @@ from torch.nn import functional as F
 from regulab.distributed import all_sum, world
 
 
-def _regression_pair(output: torch.Tensor, y: torch.Tensor):
+def _regression_pair(output: torch.Tensor, y: torch.Tensor, name: str):
+    """(output, y) of one shape: a trailing size-1 column of either is dropped to match the
+    other ((N, 1) with (N,)); other shapes must be equal (never broadcast (N,) and (N, 1)
+    into (N, N))."""
     if output.ndim == y.ndim + 1 and output.shape[-1] == 1:
         output = output.squeeze(-1)
+    elif y.ndim == output.ndim + 1 and y.shape[-1] == 1:
+        y = y.squeeze(-1)
+    if output.shape != y.shape:
+        raise ValueError(
+            f"loss {name!r} needs output and target of one shape, (N,) or (N, K); got output "
+            f"{tuple(output.shape)} and target {tuple(y.shape)}: reshape the model's output "
+            "or the target to match"
+        )
     return output, y.to(output.dtype)
 
 
+def _classification_pair(output: torch.Tensor, y: torch.Tensor):
+    """Refuse what torch's cross_entropy would read otherwise than meant: it needs output
+    (N, C) with integer labels (N,) or class probabilities (N, C) (extra dims after C)."""
+    labels = not y.is_floating_point() and y.shape == output.shape[:1] + output.shape[2:]
+    if output.ndim >= 2 and (labels or (y.is_floating_point() and y.shape == output.shape)):
+        return
+    raise ValueError(
+        "loss 'cross_entropy' needs output (N, C) and integer class labels (N,) or class "
+        f"probabilities (N, C); got output {tuple(output.shape)} and target "
+        f"{tuple(y.shape)} {str(y.dtype).removeprefix('torch.')}: give the model C outputs and "
+        "integer labels, or for one logit per example with 0/1 float targets pass "
+        "loss=nn.BCEWithLogitsLoss()"
+    )
+
+
 def cross_entropy(output, y, reduction="mean"):
+    _classification_pair(output, y)
     return F.cross_entropy(output, y, reduction=reduction)
 
 
 def mse(output, y, reduction="mean"):
-    return F.mse_loss(*_regression_pair(output, y), reduction=reduction)
+    return F.mse_loss(*_regression_pair(output, y, "mse"), reduction=reduction)
 
 
 def half_mse(output, y, reduction="mean"):
-    return F.mse_loss(*_regression_pair(output, y), reduction=reduction) / 2
+    return F.mse_loss(*_regression_pair(output, y, "half_mse"), reduction=reduction) / 2
 
 
 LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "half_mse": half_mse}
@@ -62,7 +89,14 @@ def check_loss(loss) -> str | Callable:
 
 def mean_loss(loss, output, target) -> torch.Tensor:
     """The mean loss of a batch: LOSSES[loss] for a name, else loss(output, target), a scalar."""
-    value = LOSSES[loss](output, target) if isinstance(loss, str) else loss(output, target)
+    if isinstance(loss, str):
+        value = LOSSES[loss](output, target)
+    else:
+        try:
+            value = loss(output, target)
+        except RuntimeError as e:
+            _integer_target_hint(e, target)
+            raise
     if not isinstance(value, torch.Tensor) or value.ndim != 0:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(
@@ -70,6 +104,18 @@ def mean_loss(loss, output, target) -> torch.Tensor:
             f"got {shape}: reduce it with .mean()"
         )
     return value
+
+
+def _integer_target_hint(error: RuntimeError, target) -> None:
+    """Raise a TypeError saying what to do when a loss that needs float targets (BCE) got
+    integer labels and torch could only say it cannot cast; else return."""
+    dtype_fault = any(s in str(error) for s in ("can't be cast", "expected Float"))
+    if isinstance(target, torch.Tensor) and not target.is_floating_point() and dtype_fault:
+        raise TypeError(
+            f"the loss needs float targets and got {str(target.dtype).removeprefix('torch.')} "
+            f"ones ({str(error).strip().splitlines()[0]}): a loss such as "
+            "nn.BCEWithLogitsLoss takes 0/1 floats, so pass y.float() (in batch_fn or the data)"
+        ) from error
 
 
 def sum_loss(loss, output, target) -> torch.Tensor:

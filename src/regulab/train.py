@@ -55,6 +55,9 @@ class History:
 
     status is "completed" or "diverged"; `final` holds the metrics of the weights
     the model ends with (the best epoch's when early stopping restored them).
+    train_metrics: how train_loss/train_accuracy were measured, "eval" (the first
+    eval_train examples re-evaluated in eval mode) or "running" (the mean over the
+    epoch's minibatches, in train mode).
     """
 
     rows: list[dict] = field(default_factory=list)
@@ -63,6 +66,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     final: dict = field(default_factory=dict)
+    train_metrics: str = "eval"
 
 
 def fit(
@@ -124,7 +128,9 @@ def fit(
 
     eval_train: the first eval_train training examples are re-evaluated in eval
     mode after each epoch for train_loss/train_accuracy (0: the running mean of
-    the minibatch losses, in train mode, instead). Needs a TensorLoader.
+    the minibatch losses, in train mode, instead). Only a TensorLoader can be sliced
+    so: with any other train (a DataLoader) the running mean is used whatever
+    eval_train is, and History.train_metrics says which ("eval" or "running").
     eval_batch_size: examples per forward pass when evaluating.
 
     seed: torch's generators are reseeded from (seed, epoch, rank) at the start of
@@ -185,6 +191,7 @@ def fit(
         keep_checkpoints=keep_checkpoints,
         on_epoch=on_epoch,
     )
+    loop.history.train_metrics = "running" if loop.train_eval is None else "eval"
     with train_step.rng_fork(loop.device):
         start_epoch = 1
         if resume and checkpoint.latest(checkpoint_dir) is not None:
@@ -297,14 +304,10 @@ def _finish(loop: _Loop) -> History:
 
 
 def _train_eval_data(train, eval_train: int, batch_fn):
-    """The fixed training subset evaluated each epoch, or None for running means."""
-    if eval_train == 0:
+    """The fixed training subset evaluated each epoch, or None for running means (eval_train
+    0, or a train that is not a TensorLoader and so cannot be sliced)."""
+    if eval_train == 0 or not isinstance(train, TensorLoader):
         return None
-    if not isinstance(train, TensorLoader):
-        raise ValueError(
-            "eval_train > 0 needs train as a TensorLoader (it re-evaluates the first "
-            f"eval_train examples); got {type(train).__name__}: pass eval_train=0"
-        )
     tensors = train.tensors if batch_fn is not None else train.tensors[:2]
     return tuple(t[:eval_train] for t in tensors)
 

@@ -2,7 +2,8 @@
 
 `read_arrays(path, names)` opens a NumPy .npz file with `np.load(allow_pickle=False)` or a
 safetensors file with `safetensors.safe_open`, and returns the arrays asked for as tensors;
-`array_names(path)` lists what a file holds. Only numbers are read (bool, integer, floating).
+`array_names(path)` lists what a file holds. Only numbers are read (bool, integer, floating),
+and only finite ones: an array with NaN or inf is refused, naming it and how many there are.
 `pair_tensors(data, what)` reads an (x, y) pair of tensors or arrays, or a torch Dataset of
 (x, y) items (read once, item by item, and stacked), into two tensors.
 """
@@ -93,12 +94,19 @@ def _checked(path) -> Path:
 
 
 def _npz(path: Path):
+    if not zipfile.is_zipfile(path):  # else np.load takes it for a pickle and says so
+        with open(path, "rb") as f:
+            head = f.read(17)
+        more = "..." if len(head) > 16 else ""
+        found = "one .npy array" if head.startswith(b"\x93NUMPY") else f"bytes {head[:16]!r}{more}"
+        raise ValueError(
+            f"'{path}' is not a valid .npz (zip) file: it holds {found}, not a zip archive "
+            "of arrays (np.savez writes one)"
+        )
     try:
         f = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"'{path}' is not a readable .npz file: {e}") from None
-    if not isinstance(f, np.lib.npyio.NpzFile):
-        raise ValueError(f"'{path}' is not an .npz archive (np.savez writes one); got one array")
     return f
 
 
@@ -122,6 +130,14 @@ def _numbers(a, name: str, path: Path | None = None) -> torch.Tensor:
         kind = a.dtype if hasattr(a, "dtype") else type(a).__name__
         where = f"array {name!r} of '{path}'" if path is not None else name
         raise ValueError(f"{where} must hold numbers (bool, integer, floating); got {kind}")
+    if t.is_floating_point():
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            where = f"array {name!r} of '{path}'" if path is not None else name
+            raise ValueError(
+                f"{where} holds {bad} non-finite value{'s' * (bad != 1)} (NaN or inf) of "
+                f"{t.numel()}: remove or impute them before training"
+            )
     return t
 
 

@@ -32,7 +32,8 @@ from regulab.recipe.sources import Splits, check_task, load_checked, load_data  
 
 def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
     """The built model against what the recipe asks of it: BatchNorm for slim.sparsity, and
-    2 training examples through batch_fn, the model (eval mode) and the loss."""
+    one batch of train.batch_size training examples through batch_fn, the model (eval mode)
+    and the loss; for classification, an output for every class of the data."""
     m = recipe.model
     what = f"the model of model.factory {m.factory!r}" if m.factory else f"model.name {m.name!r}"
     if recipe.slim.sparsity and not bn_layers(model):
@@ -41,7 +42,8 @@ def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
             f"got {recipe.slim.sparsity!r}"
         )
     device = next(model.parameters(), splits.train[0]).device
-    batch = tuple(t[:2].to(device) for t in splits.train)
+    n = min(recipe.train.batch_size, len(splits.train[0]))
+    batch = tuple(t[:n].to(device) for t in splits.train)
     batch_fn, loss = build_batch_fn(recipe), build_loss(recipe, device)
     if batch_fn is not None:
         try:
@@ -61,18 +63,49 @@ def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
                 out = metrics.forward(model, inputs)
             except Exception as e:
                 raise RecipeError(
-                    f"{what} fails on 2 training examples, inputs {_shape(inputs)}: "
+                    f"{what} fails on {n} training examples, inputs {_shape(inputs)}: "
                     f"{type(e).__name__}: {e}"
                 ) from e
+            _check_classes(recipe, what, out, splits)
             try:
                 metrics.mean_loss(loss, out, target)  # a scalar, or ValueError
             except Exception as e:
+                hint = _target_hint(target, e)
+                shown = e.__cause__ if hint and e.__cause__ is not None else e  # torch's own
                 raise RecipeError(
                     f"train.loss {recipe.train.loss!r} fails on the model's output "
-                    f"{_shape(out)} and the targets {_shape(target)}: {type(e).__name__}: {e}"
+                    f"{_shape(out)} and the targets {_shape(target)}: "
+                    f"{type(shown).__name__}: {shown}{hint}"
                 ) from e
     finally:
         model.train(was_training)
+
+
+def _check_classes(recipe: Recipe, what: str, out, splits: Splits) -> None:
+    """Classification: the model's output (N, C, ...) needs C >= the data's classes (largest
+    label + 1). Checked for cross_entropy, and for any loss when C > 1 (one logit per example
+    with a callable loss, BCE-style, is left alone)."""
+    if splits.task != "classification" or not isinstance(out, torch.Tensor) or out.ndim < 2:
+        return
+    width, classes = out.shape[1], splits.num_classes
+    if width < classes and (recipe.train.loss == "cross_entropy" or width > 1):
+        kwargs = f" and model.kwargs {recipe.model.kwargs}" if recipe.model.factory else ""
+        raise RecipeError(
+            f"{what}{kwargs} gives {width} outputs per example, and the data has {classes} "
+            f"classes (labels 0 .. {classes - 1}): the model needs at least {classes} outputs"
+        )
+
+
+def _target_hint(target, error: Exception) -> str:
+    """What to do when integer class labels meet a loss that needs float targets (BCE)."""
+    dtype_fault = any(s in str(error) for s in ("can't be cast", "expected Float"))
+    if isinstance(target, torch.Tensor) and not target.is_floating_point() and dtype_fault:
+        return (
+            f" (the targets are {str(target.dtype).removeprefix('torch.')} class labels; a loss "
+            "such as BCEWithLogitsLoss needs float targets: store y as floats, set "
+            'data.task = "regression", or cast them in train.batch_fn)'
+        )
+    return ""
 
 
 def _shape(value) -> str:
@@ -98,7 +131,7 @@ def build_loss(recipe: Recipe, device=None):
     if not isinstance(found, type):
         check_keywords(found, kwargs, "train.loss_kwargs", t.loss, partial=True)
         return partial(found, **kwargs) if kwargs else found
-    loss = call(found, kwargs, "train.loss_kwargs", t.loss)
+    loss = call(found, kwargs, "train.loss_kwargs", t.loss, "train.loss")
     if not callable(loss):
         raise RecipeError(
             f"train.loss {t.loss!r} must be a function or a class of callables (output, "

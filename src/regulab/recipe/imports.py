@@ -55,10 +55,23 @@ def resolve_callable(spec: str, key: str, base: str | Path = "") -> Callable:
     return found
 
 
-def call(fn: Callable, kwargs: dict, key: str, spec: str):
-    """fn(**kwargs), once `check_keywords` says they fit."""
+def call(fn: Callable, kwargs: dict, key: str, spec: str, by: str):
+    """fn(**kwargs), once `check_keywords` says they fit; an exception raised inside fn is a
+    one-line RecipeError naming `by` (the key of spec, e.g. "model.factory") and key."""
     check_keywords(fn, kwargs, key, spec)
-    return fn(**kwargs)
+    try:
+        return fn(**kwargs)
+    except Exception as e:
+        with_kwargs = f" with {key} {kwargs}" if kwargs else ""
+        raise RecipeError(
+            f"{by} {spec!r} raised {type(e).__name__}{with_kwargs}: {_one_line(e)}"
+        ) from e
+
+
+def _one_line(e: Exception) -> str:
+    """The first line of an exception's message (torch's messages can run to many)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def check_keywords(fn: Callable, kwargs: dict, key: str, spec: str, partial=False) -> None:

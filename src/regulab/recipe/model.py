@@ -59,8 +59,8 @@ def build_model(recipe: Recipe, splits: Splits) -> nn.Module:
     inputs and outputs taken from the data."""
     m = recipe.model
     if m.factory:
-        model = call(resolve_callable(m.factory, "model.factory", recipe.base), m.kwargs,
-                     "model.kwargs", m.factory)  # fmt: skip
+        make = resolve_callable(m.factory, "model.factory", recipe.base)
+        model = call(make, m.kwargs, "model.kwargs", m.factory, "model.factory")
         if not isinstance(model, nn.Module):
             raise RecipeError(
                 f"model.factory {m.factory!r} must return a torch.nn.Module; it returned "
@@ -84,5 +84,7 @@ def from_arch(arch: dict):
     `regulab.slim.export.load(folder, model=...)` takes for a model.factory's model)."""
     if "factory" in arch:
         make = resolve_callable(arch["factory"], "model.factory", arch.get("base", ""))
-        return lambda: call(make, arch.get("kwargs", {}), "model.kwargs", arch["factory"])
+        return lambda: call(
+            make, arch.get("kwargs", {}), "model.kwargs", arch["factory"], "model.factory"
+        )
     return lambda: models.MODELS[arch["name"]](**arch.get("kwargs", {}))

@@ -5,11 +5,16 @@ after every epoch, a checkpoint after every epoch, summary.json with status
 "running" until it ends), each file atomically, so a run stopped at any moment
 can be resumed with `--resume`. With several variants or seeds, the runs live
 in runs/VARIANT/seed-N/ under the folder given, which gets the comparison.
+An exception inside training (your model, loss or batch_fn on a batch the preflight
+did not see) is `RunFailed`, one line naming the run, and the new folder is removed,
+as for a recipe that fails its checks: nothing is written (a resumed folder is kept).
 """
 
 import json
 import shutil
+import sysconfig
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -17,7 +22,7 @@ import torch
 from regulab import _checks, distributed, runs
 from regulab import recipe as recipes
 from regulab.bn_sparsity import bn_layers, gamma_histogram
-from regulab.errors import RecipeError
+from regulab.errors import RecipeError, RunFailed
 from regulab.recipe import build, compare
 from regulab.train import COLUMNS, fit
 
@@ -123,14 +128,20 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
             progress.update(task, completed=history.rows[-1]["epoch"] * len(loader))
 
     started = time.perf_counter()
-    history = fit(
-        model,
-        checkpoint_dir=folder / "checkpoints",
-        resume=resume,
-        on_epoch=on_epoch,
-        on_step=(lambda: progress.advance(task)) if task is not None else None,
-        **arguments,
-    )
+    try:
+        history = fit(
+            model,
+            checkpoint_dir=folder / "checkpoints",
+            resume=resume,
+            on_epoch=on_epoch,
+            on_step=(lambda: progress.advance(task)) if task is not None else None,
+            **arguments,
+        )
+    except Exception as e:  # your model, loss or batch_fn on a batch the preflight did not see
+        raise RunFailed(
+            f"training variant {variant!r} seed {seed} failed{_user_frame(e)}: "
+            f"{type(e).__name__}: {_first_line(e)}"
+        ) from e
     if task is not None:
         progress.remove_task(task)
     summary = _summary(
@@ -145,6 +156,22 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
             folder / "report.md", compare.markdown(compare.aggregate(loaded), loaded, "curves.png")
         )
     return summary
+
+
+def _user_frame(e: Exception) -> str:
+    """Where e was raised in the user's own code (not regulab, torch or the standard
+    library), as ' in FILE line N (function)'; "" if no frame of its traceback is there."""
+    ours = (str(Path(torch.__file__).parent), str(Path(runs.__file__).parent))
+    ours += (sysconfig.get_paths()["stdlib"],)
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        if not frame.filename.startswith(ours):
+            return f" in {frame.filename} line {frame.lineno} ({frame.name})"
+    return ""
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
 
 
 def _gamma_record(path: Path, model, resume: bool) -> dict | None:
@@ -206,8 +233,10 @@ def train_command(recipe, seeds, out: Path, *, resume=False, overwrite=False, pr
     the new run has ended; if the new run crashes, the earlier one is put back."""
     rank = distributed.init(recipe.train.device)
     old = None
+    made = False
     try:
         out = distributed.shared_path(out)
+        made = not out.exists()
         if not resume:
             runs.check_out(out, overwrite)
             distributed.barrier()
@@ -218,12 +247,23 @@ def train_command(recipe, seeds, out: Path, *, resume=False, overwrite=False, pr
             shutil.rmtree(old, ignore_errors=True)
             old = None
         return rank, out, summary
-    except BaseException:
+    except BaseException as e:
         if old is not None:
             runs.put_back(old, out)
+        elif isinstance(e, RunFailed) and not resume and rank == 0:
+            _discard(out, made)  # as a failed recipe: nothing written (Ctrl-C stays resumable)
         raise
     finally:
         distributed.destroy()
+
+
+def _discard(out: Path, made: bool) -> None:
+    """Remove the run folder out (made by this run), or what this run wrote into it."""
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in out.iterdir() if out.is_dir() else ():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def compare_command(loaded, out: Path, *, overwrite=False) -> dict:

@@ -196,7 +196,7 @@ class Train:
     loss: str = default("cross_entropy", A_LOSS)  # half_mse = mse / 2; code: (output, y) -> mean
     loss_kwargs: dict = default({})  # code loss: a class's arguments, else bound; [1, 2]: tensor
     batch_fn: str = default("", CODE)  # your function: batch -> (inputs, target)
-    precision: str = default("fp32", PRECISIONS)  # autocast: bf16 (CPU, CUDA), fp16 (CUDA, scaled)
+    precision: str = default("fp32", PRECISIONS)  # autocast; fp16 + torch.amp.GradScaler (CPU too)
     accumulate: int = default(1, AT_LEAST_1)  # batches per optimizer step (gradients summed)
     seed: int = default(0, COUNT)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
     device: str = "cpu"  # cpu | cuda | cuda:N | mps

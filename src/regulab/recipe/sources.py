@@ -7,7 +7,8 @@ y_test), read without pickle (`regulab.data.arrays`). A factory, called with
 optional), each an (x, y) pair of tensors or arrays or a torch Dataset of (x, y) items,
 read into tensors once. Without a test set, `data.test_fraction` of train is held out
 with `data.seed`; then, without a validation set, `data.val_fraction` of the rest, as for
-the bundled digits. Inputs become float32. The task is `data.task`, or with "auto" the
+the bundled digits. NaN or inf in the inputs or targets is refused as they are read.
+Inputs become float32. The task is `data.task`, or with "auto" the
 targets' dtype: integer (or bool) targets are class labels (classes = largest label + 1,
 int64), floating targets are regressed (float32, one output per target column).
 """
@@ -147,6 +148,13 @@ def own_data(recipe: Recipe, seed: int) -> tuple[dict, str, int, str]:
             )
     task, outputs = _task(recipe, parts, where)
     parts = {k: (x.float(), _target(y, task)) for k, (x, y) in parts.items()}
+    for split, pair in parts.items():  # finite as read (`arrays`), but float64 may overflow
+        for name, t in zip(("x", "y"), pair, strict=True):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise RecipeError(
+                    f"{where}: {split} {name} holds values beyond float32's range "
+                    f"(+-3.4e38), which become inf: rescale them"
+                )
     data_seed = d.seed + (seed if d.vary_seed else 0)
     x, y = parts["train"]
     if "test" not in parts:
@@ -187,8 +195,8 @@ def _from_file(recipe: Recipe) -> tuple[dict, str]:
 def _from_factory(recipe: Recipe) -> tuple[dict, str]:
     d = recipe.data
     where = f"data.factory {d.factory!r}"
-    out = call(resolve_callable(d.factory, "data.factory", recipe.base), d.kwargs,
-               "data.kwargs", d.factory)  # fmt: skip
+    make = resolve_callable(d.factory, "data.factory", recipe.base)
+    out = call(make, d.kwargs, "data.kwargs", d.factory, "data.factory")
     if not isinstance(out, dict) or "train" not in out or not out.keys() <= SPLITS.keys():
         got = f"a dict with keys {sorted(out)}" if isinstance(out, dict) else type(out).__name__
         raise RecipeError(

@@ -17,9 +17,11 @@ lists every layer that must shrink with its output channels. From it:
 import copy
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from regulab.bn_sparsity import BATCH_NORMS, bn_layers
+from regulab.metrics import forward
 from regulab.slim.held import held_reason
 
 
@@ -40,8 +42,11 @@ class Coupling:
 def build_graph(model: nn.Module, example_input):
     """Torch-Pruning's dependency graph of model (traced by a forward: model must be in eval
     mode, or its BatchNorm statistics move). Refuses parameters outside the layers that
-    Torch-Pruning can index-prune, which it would otherwise cut along a guessed dimension."""
+    Torch-Pruning can index-prune, which it would otherwise cut along a guessed dimension.
+    An example_input the model does not take is refused first (`check_input`)."""
     import torch_pruning as tp
+
+    check_input(model, example_input)
 
     try:
         graph = tp.DependencyGraph().build_dependency(
@@ -64,6 +69,32 @@ def build_graph(model: nn.Module, example_input):
             "remove the layer or register a pruner for it"
         )
     return graph
+
+
+def check_input(model: nn.Module, example_input) -> None:
+    """One forward of model on example_input (as the trace calls it); ValueError naming
+    example_input, its shape and torch's message if the model does not take it."""
+    try:
+        with torch.no_grad():
+            forward(model, example_input)
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else "(no message)"
+        raise ValueError(
+            f"example_input must be an input {type(model).__name__} takes (a batch of one "
+            f"is enough); got {_shape(example_input)}, on which the model raised "
+            f"{type(e).__name__}: {text}"
+        ) from e
+
+
+def _shape(value) -> str:
+    """A tensor's shape, or the shapes in a tuple or dict of tensors, for error messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_shape(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_shape(v) for v in value) + ")"
+    return f"a {type(value).__name__}"
 
 
 def couplings(model: nn.Module, example_input) -> list[Coupling]:

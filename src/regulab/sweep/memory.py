@@ -12,13 +12,15 @@ import copy
 import torch
 from torch import nn
 
+from regulab.metrics import forward
 from regulab.recipe import RecipeError
 
 GiB = 2**30
 
 
-def estimate(model: nn.Module, batch: torch.Tensor, k: int, optimizer_states: int) -> dict:
-    """Bytes needed by k stacked copies of model training on batch: params, activations, total."""
+def estimate(model: nn.Module, batch, k: int, optimizer_states: int) -> dict:
+    """Bytes needed by k stacked copies of model training on batch (the model's inputs: a
+    tensor, or a tuple or dict as `batch_fn` gives them): params, activations, total."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     params += sum(b.numel() * b.element_size() for b in model.buffers())
     sizes = []
@@ -32,7 +34,7 @@ def estimate(model: nn.Module, batch: torch.Tensor, k: int, optimizer_states: in
     handles = [m.register_forward_hook(hook) for m in leaves]
     with torch.no_grad():
         model.train()
-        model(batch)
+        forward(model, batch)
     for h in handles:
         h.remove()
     per_model_params = params * (3 + optimizer_states)
@@ -66,7 +68,7 @@ def states_per_parameter(optim) -> int:
 
 def check(model, batch, k: int, recipe, device, max_memory: float | None = None) -> dict:
     """Raise RecipeError when k copies would not fit (into max_memory GiB, or 90 % of the
-    free memory); return the estimate otherwise."""
+    free memory); return the estimate otherwise. batch: the model's inputs for one batch."""
     need = estimate(model, batch, k, states_per_parameter(recipe.optim))
     limit = max_memory * GiB if max_memory is not None else available(device)
     if limit is None:
@@ -84,7 +86,7 @@ def check(model, batch, k: int, recipe, device, max_memory: float | None = None)
             "an estimated "
             f"{need['total'] / GiB:.2f} GiB ({need['params'] / GiB:.2f} GiB of parameters, "
             f"gradients and optimizer state; {need['activations'] / GiB:.2f} GiB of activations "
-            f"for a batch of {len(batch)}), more than {where}. Use fewer strengths, a smaller "
-            "train.batch_size, or --engine ray with --chunks so each trial trains fewer"
+            f"for a batch of {recipe.train.batch_size}), more than {where}. Use fewer strengths, "
+            "a smaller train.batch_size, or --engine ray with --chunks so each trial trains fewer"
         )
     return need

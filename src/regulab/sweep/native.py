@@ -7,6 +7,7 @@
   numbers and keeps u >= p where torch calls bernoulli_, so a seed gives other
   masks than torch's, with the same law. `nn.AlphaDropout` and
   `nn.FeatureAlphaDropout` (SELU networks) have no tensor-p form and are refused.
+  `set_dropout(model, p, DROP_PATH)` does the same for regulab's `DropPath`.
 - Data: `pairs` reads (x, y) tensors, a `TensorLoader` or a finite DataLoader of
   (x, y) batches into two tensors; `check_train` says what `fit_sweep` can iterate.
 - Losses: `per_example` gives each example's loss of one copy (what `loss_se` needs).
@@ -18,13 +19,14 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
 from regulab.data.loader import TensorLoader
-from regulab.layers import ChannelDropout, Dropout
+from regulab.layers import ChannelDropout, Dropout, DropPath
 from regulab.metrics import LOSSES, mean_loss, unpack
 from regulab.train_step import rng_fork
 
 REFUSED = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 CHANNEL = {nn.Dropout1d: 2, nn.Dropout2d: None, nn.Dropout3d: 4}  # ndim of one example
 SWEPT = (Dropout, ChannelDropout)  # the layers whose p a dropout sweep sets (not DropPath)
+DROP_PATH = (DropPath,)  # the layers whose p a drop_path search sets
 
 
 def swap_dropout(model: nn.Module) -> int:
@@ -53,12 +55,12 @@ def swap_dropout(model: nn.Module) -> int:
     return count
 
 
-def set_dropout(model: nn.Module, p: float) -> int:
-    """Give every `SWEPT` layer of model drop probability p as a tensor buffer, so that
-    stacking gives each copy its own p; return how many there are."""
+def set_dropout(model: nn.Module, p: float, layers=SWEPT) -> int:
+    """Give every layer of model whose type is one of `layers` drop probability p as a tensor
+    buffer, so that stacking gives each copy its own p; return how many there are."""
     count = 0
     for module in model.modules():
-        if type(module) in SWEPT:
+        if type(module) in layers:
             if "p" in module.__dict__:
                 del module.__dict__["p"]
             p_tensor = torch.tensor(float(p), dtype=torch.float64)  # cast to x's dtype on use

@@ -19,6 +19,7 @@ from torch import nn
 from regulab import recipe as recipes
 from regulab.bn_sparsity import bn_layers
 from regulab.layers import Dropout
+from regulab.metrics import unpack
 from regulab.recipe import RecipeError, build
 from regulab.sweep import memory, model_path
 from regulab.sweep.engine import PARAMS, Settings, decayed_names, fit_sweep
@@ -157,9 +158,7 @@ def compute_rows(
     models = build_models(recipe, splits, param, len(values), seed, vary, first)
     models = models.to(device) if not isinstance(models, list) else [m.to(device) for m in models]
     one = models[0] if isinstance(models, list) else models
-    memory.check(
-        one, splits.train[0][: recipe.train.batch_size], len(values), recipe, device, max_memory
-    )
+    memory.check(one, first_inputs(recipe, splits), len(values), recipe, device, max_memory)
     loss = build.build_loss(recipe, device)  # a name, or the recipe's own callable
     batch_fn = build.build_batch_fn(recipe)
     if folds:
@@ -201,14 +200,19 @@ def preflight(
     check(recipe, param, [0.0])
     splits = build.load_data(recipe, seed).to(device)
     model = build_models(recipe, splits, param, 1, seed, False).to(device)
-    batch = splits.train[0][: recipe.train.batch_size]
-    need = memory.check(model, batch, k, recipe, device, max_memory)
+    need = memory.check(model, first_inputs(recipe, splits), k, recipe, device, max_memory)
     final = splits.train if folds == 0 or splits.val is None else _pool(splits)
     return {
         "memory": need,
         "examples": len(final[0]),  # what the final fit trains on
         "inputs": math.prod(final[0].shape[1:]),
     }
+
+
+def first_inputs(recipe, splits):
+    """The model's inputs for the first train.batch_size examples, through train.batch_fn."""
+    batch = tuple(t[: recipe.train.batch_size] for t in splits.train)
+    return unpack(batch, build.build_batch_fn(recipe))[0]
 
 
 def _fit(recipe, splits, models, param, values, train, seed, vary, first, on_epoch=None):

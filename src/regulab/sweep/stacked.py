@@ -3,7 +3,8 @@
 `stack_module_state` stacks the parameters and buffers (BatchNorm running
 statistics included, so each copy keeps its own); `vmap(functional_call)` runs
 all copies in one forward. The copies can be evaluated (on tensors or any iterable of
-batches, such as a DataLoader), measured and taken out as ordinary modules.
+batches, such as a DataLoader), measured and taken out as ordinary modules, and the
+stack shrunk to some of them (`keep`) or copies overwritten by others (`copy_`).
 """
 
 import copy
@@ -30,6 +31,25 @@ class Stacked:
         self.params = {n: t.detach().clone().requires_grad_() for n, t in params.items()}
         self.buffers = {n: t.detach().clone() for n, t in buffers.items()}
         self.k = len(models) if k is None else k
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Keep copies index (K' indices, in that order): new tensors with leading dim K'."""
+        dev = next(iter(self.params.values())).device
+        index = index.to(dev)
+        params = self.params.items()
+        self.params = {n: t.detach()[index].clone().requires_grad_() for n, t in params}
+        self.buffers = {n: t[index].clone() for n, t in self.buffers.items()}
+        if getattr(self, "diverged_epoch", None) is not None:
+            self.diverged_epoch = self.diverged_epoch[index.cpu()].clone()
+        self.k = len(index)
+
+    @torch.no_grad()
+    def copy_(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copies dst take the parameters and buffers of copies src (all read first)."""
+        for t in (*self.params.values(), *self.buffers.values()):
+            t[dst.to(t.device)] = t[src.to(t.device)]
+        if getattr(self, "diverged_epoch", None) is not None:
+            self.diverged_epoch[dst.cpu()] = self.diverged_epoch[src.cpu()]
 
     def forward(self, x, randomness="same", batched_x=False):
         """The K outputs (K, ...) for inputs x: a tensor (`model(x)`), a tuple or list
