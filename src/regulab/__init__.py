@@ -66,6 +66,7 @@ _EXPORTS = {  # module -> the names it gives the package
     ),
     "regulab.sweep": ("LambdaSearch", "fit_sweep"),
     "regulab.train": ("History", "fit"),
+    "regulab.tune": ("Tuner",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

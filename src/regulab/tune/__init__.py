@@ -8,9 +8,14 @@
   (`successive_halving_keep`, with regularization-aware promotion by `strength_bins`),
   population-based training's exploit and explore (`pbt_exploit_explore`, `Lineage`), and
   the rank agreement between a rung and the end (`rank_agreement`).
+- `tuner`: `Tuner`, all of the above on one `sweep.StackedRun` behind the scikit-learn
+  contract (`fit(model, train, val)` -> `best_params_`, `best_model_`, `trials_`, `spent_`);
+  `pbt`: its population-based training (`PbtPlan`); `trials`: its rows, one per
+  configuration and rung, and the rank agreement read from them.
 """
 
 from regulab.tune.budget import Plan, Rung, halving_plan, hyperband_plans
+from regulab.tune.pbt import PbtPlan
 from regulab.tune.schedulers import (
     Cut,
     Lineage,
@@ -20,15 +25,18 @@ from regulab.tune.schedulers import (
     successive_halving_keep,
 )
 from regulab.tune.space import HYPERPARAMETERS, Range, Space, draw, parse_space
+from regulab.tune.tuner import Tuner
 
 __all__ = [
     "HYPERPARAMETERS",
     "Cut",
     "Lineage",
+    "PbtPlan",
     "Plan",
     "Range",
     "Rung",
     "Space",
+    "Tuner",
     "draw",
     "halving_plan",
     "hyperband_plans",
