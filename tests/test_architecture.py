@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from regulab.cli import COMMANDS
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "regulab"
 
 # Lowest first; a module may import its own layer and the layers below it.
@@ -81,10 +83,7 @@ def test_no_module_uses_another_modules_private_names():
     assert found == []
 
 
-@pytest.mark.parametrize(
-    "argv", [["--help"], *[[c, "--help"] for c in ("demo", "constraints", "train", "compare",
-                                                     "sweep", "slim")]]
-)  # fmt: skip
+@pytest.mark.parametrize("argv", [["--help"], *[[c, "--help"] for c in COMMANDS]])
 def test_help_imports_no_torch(argv):
     code = (
         "import sys\n"

@@ -18,7 +18,7 @@ A ```console block runs too: each "$ regulab ..." line in turn, in one fresh fol
 Shell blocks are not run, with these exceptions, which also need no edit here:
 - a "$ regulab ..." line followed by "regulab CMD: error: ..." runs, and must print
   that error (with "...") and write nothing;
-- `regulab demo`, `constraints` and the README's `sweep` run once each: what they
+- `regulab demo`, `constraints`, the README's `sweep` and `tune` run once each: what they
   print must be what the docs show, and the files and summary.json keys their
   sections of docs/commands.md list must be what they write, and the other way round.
 Every relative link must lead to a file and heading that exist.
@@ -288,6 +288,17 @@ def test_sweep_prints_what_the_docs_show_and_writes_what_commands_md_lists(
         shown = output_block(doc.read_text(), f"$ regulab sweep {args} --out runs/readme-sweep")
         assert shown <= printed, f"{doc.name} shows lines regulab sweep does not print"
     run_folder_is_as_documented("sweep", in_fresh_folder / "sweep")
+
+
+def test_tune_prints_what_the_docs_show_and_writes_what_commands_md_lists(
+    in_fresh_folder, capsys, one_thread
+):
+    assert run_cli("tune", "recipes/tune_digits.toml", "--out", "tune") == 0
+    shown = output_block(
+        command_section("tune"), "$ regulab tune recipes/tune_digits.toml --out runs/tune-digits"
+    )
+    assert shown <= printed_lines(capsys), "commands.md shows lines regulab tune does not print"
+    run_folder_is_as_documented("tune", in_fresh_folder / "tune")
 
 
 def test_train_prints_what_the_readme_shows(in_fresh_folder, capsys):

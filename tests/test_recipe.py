@@ -21,6 +21,7 @@ EXPECTED_VARIANTS = {
     "lr_decay_l2": ["constant", "inverse_sqrt"],
     "mlp_digits": ["mlp_digits"],
     "slim_vgg_fashion": ["slim_vgg_fashion"],
+    "tune_digits": ["tune_digits"],
     "weight_decay_linear": ["lambda_0", "lambda_3"],
 }
 
@@ -438,6 +439,15 @@ OUTSIDE = [
     ("train.clip_grad_norm", -1.0, "a finite number >= 0"),
     ("train.eval_train", -1, "an integer >= 0"),
     ("train.keep_checkpoints", 0, "an integer >= 1"),
+    ("tune.budget", 0.5, "a finite number >= 1"),
+    ("tune.configs", -1, "an integer >= 0"),
+    ("tune.eta", 1, "an integer >= 2"),
+    ("tune.scheduler", "asha", "one of sh, pbt"),
+    ("tune.grace", 0, "an integer >= 1"),
+    ("tune.pbt_interval", -1, "an integer >= 0"),
+    ("tune.pbt_fraction", 0.75, "a number in (0, 0.5]"),
+    ("tune.metric", "test_loss", "one of val_loss, val_accuracy"),
+    ("tune.engine", "dask", "one of local, ray"),
 ]
 
 

@@ -237,16 +237,18 @@ def test_a_model_of_your_own_with_torch_dropout_layers():
 # --- what each model takes; bad input ---------------------------------------------------------
 
 OPTIMIZER_LEVEL = ["lr", "weight_decay", "l2", "l1", "max_norm"]
+BATCH_LEVEL = ["label_smoothing", "mixup", "cutmix", "crop", "cutout", "noise"]  # any model
 
 
 def test_searchable_names_what_each_model_takes():
-    assert searchable(models.mlp([64, 8, 10])) == OPTIMIZER_LEVEL
-    assert searchable(models.mlp([64, 8, 10], dropout=0.1)) == [*OPTIMIZER_LEVEL, "dropout"]
+    assert searchable(models.mlp([64, 8, 10])) == [*OPTIMIZER_LEVEL, *BATCH_LEVEL]
+    with_dropout = [*OPTIMIZER_LEVEL, "dropout", *BATCH_LEVEL]
+    assert searchable(models.mlp([64, 8, 10], dropout=0.1)) == with_dropout
     vgg = models.vgg_bn([4, "M"], dropout=0.1)
-    assert searchable(vgg) == [*OPTIMIZER_LEVEL, "bn_sparsity", "dropout"]
+    assert searchable(vgg) == [*OPTIMIZER_LEVEL, "bn_sparsity", "dropout", *BATCH_LEVEL]
     res = models.resnet_bn(widths=(4,), blocks=(1,), drop_path=0.1)
-    assert searchable(res) == [*OPTIMIZER_LEVEL, "bn_sparsity", "drop_path"]
-    assert searchable(nn.Sequential(nn.Linear(2, 2), nn.Dropout2d(0.1)))[-1] == "dropout"
+    assert searchable(res) == [*OPTIMIZER_LEVEL, "bn_sparsity", "drop_path", *BATCH_LEVEL]
+    assert "dropout" in searchable(nn.Sequential(nn.Linear(2, 2), nn.Dropout2d(0.1)))
     assert "drop_path" not in searchable(models.resnet_bn(widths=(4,), blocks=(1,)))
 
 
@@ -259,12 +261,14 @@ def test_searchable_names_what_each_model_takes():
          r"hparams: 'drop_block' is not searchable: regulab.DropBlock2d takes a float p"),
         ("mlp", {"dropout": [0.1]}, ValueError,
          r"hparams 'dropout' needs a model with Dropout layers \(.*\); it has none \(this "
-         r"model takes: lr, weight_decay, l2, l1, max_norm\)"),
+         r"model takes: lr, weight_decay, l2, l1, max_norm, label_smoothing, mixup, cutmix, "
+         r"crop, cutout, noise\)"),
         ("mlp", {"bn_sparsity": [0.1]}, ValueError,
          r"hparams 'bn_sparsity' needs a model with BatchNorm layers; it has none"),
         ("vgg", {"drop_path": [0.1]}, ValueError,
          r"hparams 'drop_path' needs a model with DropPath layers \(regulab.DropPath\); it has "
-         r"none \(this model takes: lr, weight_decay, l2, l1, max_norm, bn_sparsity\)"),
+         r"none \(this model takes: lr, weight_decay, l2, l1, max_norm, bn_sparsity, "
+         r"label_smoothing, .*\)"),
         ("mlp", {"l2": [0.1, 0.2], "lr": [0.1]}, ValueError,
          r"every hyperparameter needs one value per copy; got \{'l2': 2, 'lr': 1\}"),
         ("mlp", {"lr": [0.1, 0.0]}, ValueError, r"lr must be a finite number > 0; got 0.0"),

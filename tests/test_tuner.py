@@ -267,8 +267,6 @@ class Regression(nn.Module):
         ({"space": ""}, None, True, ValueError, r"space must name at least one hyperparameter"),
         ({"space": {}}, None, True, ValueError, r"space must name at least one hyperparameter"),
         ({"space": "foo=log(1,2)"}, None, True, ValueError, r"unknown hyperparameter 'foo'"),
-        ({"space": "mixup=uniform(0,1)"}, None, True, ValueError,
-         r"space: 'mixup' cannot be tuned \(the stacked engine does not search it yet\)"),
         ({"space": "drop_block=uniform(0,0.2)"}, None, True, ValueError,
          r"'drop_block' cannot be tuned \(regulab.DropBlock2d takes a float p"),
         ({"space": "dropout=uniform(0,0.5)"}, 0.0, True, ValueError,

@@ -14,7 +14,7 @@ import sys
 from regulab import __version__, errors
 from regulab.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Parser
 
-COMMANDS = ("demo", "constraints", "train", "compare", "sweep", "slim")
+COMMANDS = ("demo", "constraints", "train", "compare", "sweep", "slim", "tune")
 
 # exception -> (exit code, what follows the message); the first match wins
 EXIT_CODES = (

@@ -66,6 +66,9 @@ PROBABILITY = Allowed("a probability in [0, 1]", lambda v: 0 <= v <= 1)
 FRACTION = Allowed("in [0, 1)", lambda v: 0 <= v < 1)
 OPEN_FRACTION = Allowed("in (0, 1)", lambda v: 0 < v < 1)
 SHARE = Allowed("a number in (0, 1]", lambda v: 0 < v <= 1)
+HALF_SHARE = Allowed("a number in (0, 0.5]", lambda v: 0 < v <= 0.5)
+RUNS = Allowed("a finite number >= 1", lambda v: 1 <= v < math.inf)
+AT_LEAST_2 = Allowed("an integer >= 2", lambda v: v >= 2)
 DIM = Allowed("-1 or a dimension >= 0", lambda v: v >= -1)
 DROPOUTS = Allowed("probabilities in [0, 1)", lambda ps: all(0 <= p < 1 for p in ps))
 RATIOS = Allowed(
@@ -206,6 +209,21 @@ class Train:
 
 
 @dataclass
+class Tune:
+    space: str = ""  # what to search: "weight_decay=log(1e-5,1e-1) dropout=uniform(0,0.6)|off"
+    budget: float = default(3.0, RUNS)  # single-run equivalents: copy-epochs / train.epochs
+    configs: int = default(0, COUNT)  # configurations drawn (0: the most the budget allows)
+    eta: int = default(3, AT_LEAST_2)  # successive halving: each cut keeps one copy in eta
+    scheduler: str = default("sh", ("sh", "pbt"))  # successive halving | population-based training
+    promotion: bool = True  # sh: the best of every strength range goes on at each cut
+    grace: int = default(1, AT_LEAST_1)  # sh: epochs before the first cut
+    pbt_interval: int = default(0, COUNT)  # pbt: epochs between exploit steps (0: epochs // 4)
+    pbt_fraction: float = default(0.25, HALF_SHARE)  # pbt: share of copies replaced at each step
+    metric: str = default("val_loss", ("val_loss", "val_accuracy"))  # what chooses (validation)
+    engine: str = default("local", ("local", "ray"))  # ray: sh's Hyperband brackets as Ray tasks
+
+
+@dataclass
 class Recipe:
     name: str = ""  # label of the recipe (default: the file name)
     base: str = ""  # folder your files and modules resolve in (load: the recipe's; "": cwd)
@@ -219,6 +237,7 @@ class Recipe:
     augment: Augment = field(default_factory=Augment)  # [augment]: batch augmentations
     slim: Slim = field(default_factory=Slim)  # [slim]: network slimming (BatchNorm sparsity)
     train: Train = field(default_factory=Train)  # [train]: epochs, batch size, loss, seed, device
+    tune: Tune = field(default_factory=Tune)  # [tune]: what `regulab tune` searches, its budget
     variants: dict = field(default_factory=dict)  # name -> overrides: {"penalty": {"l2": 1e-4}}
 
 

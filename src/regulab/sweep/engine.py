@@ -8,8 +8,10 @@ gradients and weights with the same operations, in the same order, as `fit`
 applies its scalar ones (penalty, clipping, schedule, decay, step, projections),
 so copy k equals a `fit` run with values k. `fit_stacked` searches several at once
 (`hparams.HPARAMS`: lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout,
-drop_path); `fit_sweep` is its one-parameter form. Both train a `state.StackedRun`,
-the explicit state that successive halving and PBT shrink and copy between epochs.
+drop_path, and the batch's and loss's own, `batch.BATCH`: label_smoothing, mixup,
+cutmix, crop, cutout, noise); `fit_sweep` is its one-parameter form. Both train a
+`state.StackedRun`, the explicit state that successive halving and PBT shrink and copy
+between epochs.
 
 By default the copies share their initial weights, minibatch order and dropout
 noise (`randomness="same"`: common random numbers), so differences along the
@@ -74,7 +76,8 @@ class Settings:
     slim: schema.Slim = field(default_factory=schema.Slim)  # sparsity: L1 on BatchNorm scales
     train: schema.Train = field(default_factory=schema.Train)  # epochs, loss, seed, clipping
     schedule: object = None  # factor(step) multiplying optim.lr, or None (`build_schedule`)
-    augment: object = None  # function applied to each batch's inputs, or None (`build_augment`)
+    augment: object = None  # function of each batch's inputs, or None; searched crop, cutout,
+    # noise follow it (`batch`)
     loss: object = None  # callable (output, target) -> scalar mean loss; None: train.loss
     batch_fn: object = None  # callable batch -> (inputs, target); None: batches are (x, y)
     on_epoch: object = None  # called after every epoch (progress display), or None

@@ -7,8 +7,10 @@ names. The optimizer-level ones act on any model; dropout needs dropout layers
 to its value; drop_path needs regulab's `DropPath` (stochastic depth, arXiv:1603.09382)
 and is the largest rate, each layer keeping its ratio to the model's largest (the
 linear rule of `models.resnet_bn`); bn_sparsity needs BatchNorm layers (Network
-Slimming, arXiv:1708.06519). DropBlock is not searchable:
-`regulab.DropBlock2d` takes a float p only, so its rate cannot differ per copy.
+Slimming, arXiv:1708.06519). The names of `batch.BATCH` (label_smoothing, mixup, cutmix,
+crop, cutout, noise) act on the batch and the loss, not the model: `batch.check` refuses
+them for a loss other than cross-entropy or for inputs that are not images. DropBlock is
+not searchable: `regulab.DropBlock2d` takes a float p only, so its rate cannot differ per copy.
 """
 
 import torch
@@ -17,6 +19,7 @@ from torch import nn
 from regulab import _checks
 from regulab.metrics import LOSSES
 from regulab.recipe.schema import L1_MODES, OPTIMIZERS
+from regulab.sweep.batch import BATCH, INTEGER
 from regulab.sweep.native import DROP_PATH, SWEPT, set_dropout, swap_dropout
 from regulab.sweep.update import FIELDS, bn_scale_names
 
@@ -24,7 +27,9 @@ LAYERS = {  # the hyperparameters set on the model's layers: the layer types tha
     "dropout": "Dropout layers (regulab.Dropout, nn.Dropout, nn.Dropout1d/2d/3d)",
     "drop_path": "DropPath layers (regulab.DropPath)",
 }
-HPARAMS = (*FIELDS, *LAYERS)  # lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout, drop_path
+# lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout, drop_path, then the batch's and
+# loss's own (`batch.BATCH`): label_smoothing, mixup, cutmix, crop, cutout, noise
+HPARAMS = (*FIELDS, *LAYERS, *BATCH)
 NOT_SEARCHABLE = {"drop_block": "regulab.DropBlock2d takes a float p, not one per copy"}
 PRECISION = "fp32"  # the one train.precision the stacked step runs (no autocast, no scaler)
 
@@ -76,6 +81,11 @@ def check_values(name: str, values, what: str = "hparams") -> torch.Tensor:
             _checks.non_negative(name, v)
     if name in LAYERS and max(values) >= 1:
         raise ValueError(f"{name} p must be in [0, 1); got {max(values)}")
+    if name == "label_smoothing" and max(values) > 1:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {max(values)}")
+    if name in INTEGER and any(v != int(v) for v in values):
+        bad = next(v for v in values if v != int(v))
+        raise ValueError(f"{name} must hold whole pixels (integers >= 0); got {bad}")
     return torch.tensor(values, dtype=torch.float64)
 
 

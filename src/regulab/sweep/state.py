@@ -16,19 +16,18 @@ With vary=True each copy has its own loader (seed + first + k), which `keep` car
 along, so a survivor's batch order is unchanged; its dropout noise is one (K, ...) draw
 split over the copies, so after `keep` the survivors draw fresh noise of the same law,
 not the numbers they would have drawn. `copy_into` moves weights, not streams: a slot
-keeps its own loader.
+keeps its own loader. Mixup, CutMix and the searched augmentations draw what one `fit`
+call draws, whatever K (`batch`), so `keep` leaves the survivors' batches as they were.
 """
 
 import copy
 
 import torch
 from torch import nn
-from torch.func import vmap
 
 from regulab.data.loader import TensorLoader, epoch_seed
-from regulab.metrics import mean_loss, to_device, unpack
+from regulab.sweep import batch, update
 from regulab.sweep import hparams as hp
-from regulab.sweep import update
 from regulab.sweep.native import check_train
 from regulab.sweep.optimizer import StackedOptimizer
 from regulab.sweep.stacked import Stacked
@@ -50,6 +49,7 @@ class StackedRun:
         hp.check_settings(settings)
         check_train(train, settings.vary)
         self.hparams = hp.check_hparams(hparams, what)
+        batch.check(self.hparams, settings, train, what)
         k = len(next(iter(self.hparams.values())))
         shared = isinstance(model, nn.Module)
         given = [model] if shared else model
@@ -76,6 +76,7 @@ class StackedRun:
         self.epoch = 0  # epochs trained
         self.step = 0  # optimizer steps taken: the schedule's argument
         self.ids = torch.arange(k)
+        self.classes = None  # the model's outputs per example, read when mixing first needs it
         _refresh(self)
 
     @property
@@ -183,11 +184,11 @@ def _epoch(run: StackedRun, device) -> None:
     loss, accumulate = s.loss_function(), getattr(s.train, "accumulate", 1)
     stacked.base.train()
     epoch_loss, micro = 0.0, 0
+    smoothing = run.hparams.get("label_smoothing")
     for batches, last in with_last(zip(*run.loaders, strict=True)):
-        x, y, batched = _inputs(batches, s, device)
-        out = stacked.forward(x, "different" if s.vary else "same", batched_x=batched)
-        dims = (0, 0 if batched else None)
-        losses = vmap(lambda z, t: mean_loss(loss, z, t), in_dims=dims)(out, y)
+        x, y, bx, by = batch.inputs(batches, s, run.hparams, device, lambda x: _classes(run, x))
+        out = stacked.forward(x, "different" if s.vary else "same", batched_x=bx)
+        losses = batch.losses(loss, out, y, by, smoothing)
         (losses.sum() / accumulate if accumulate > 1 else losses.sum()).backward()
         epoch_loss = epoch_loss + losses.detach()
         micro += 1
@@ -228,22 +229,11 @@ def _positions(index, k: int, name: str, distinct: bool = True) -> torch.Tensor:
     return t
 
 
-def _inputs(batches, s, device):
-    """(inputs, target, batched) of one step: one batch, or each copy's batch stacked (vary)."""
-    pairs = []
-    for batch in batches:
-        x, y = to_device(unpack(batch, s.batch_fn), device)
-        if s.augment is not None:  # per batch: augmentations expect (N, C, H, W)
-            x = s.augment(x)
-        pairs.append((x, y))
-    if len(pairs) == 1:
-        return *pairs[0], False
-    if not all(isinstance(x, torch.Tensor) for x, _ in pairs):
-        raise TypeError(
-            "vary=True stacks each copy's batch, which needs tensor inputs; "
-            f"got {type(pairs[0][0]).__name__}: pass vary=False"
-        )
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs]), True
+def _classes(run: StackedRun, x) -> int:
+    """The model's outputs per example (the classes of mixing's one-hot targets), read once."""
+    if run.classes is None:
+        run.classes = batch.output_width(run.stacked, x)
+    return run.classes
 
 
 def _loaders(train, s, k: int) -> list:

@@ -12,10 +12,13 @@
   contract (`fit(model, train, val)` -> `best_params_`, `best_model_`, `trials_`, `spent_`);
   `pbt`: its population-based training (`PbtPlan`); `trials`: its rows, one per
   configuration and rung, and the rank agreement read from them.
+- `ray_engine`: `Tuner(engine="ray")`, Hyperband's brackets (`HyperbandPlan`) as Ray tasks,
+  each a stacked successive-halving run, merged into one result; Ray imported lazily.
 """
 
 from regulab.tune.budget import Plan, Rung, halving_plan, hyperband_plans
 from regulab.tune.pbt import PbtPlan
+from regulab.tune.ray_engine import HyperbandPlan
 from regulab.tune.schedulers import (
     Cut,
     Lineage,
@@ -30,6 +33,7 @@ from regulab.tune.tuner import Tuner
 __all__ = [
     "HYPERPARAMETERS",
     "Cut",
+    "HyperbandPlan",
     "Lineage",
     "PbtPlan",
     "Plan",

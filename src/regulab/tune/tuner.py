@@ -37,14 +37,15 @@ from regulab.tune.space import Space, draw, parse_space
 from regulab.tune.trials import METRICS
 
 SCHEDULERS = ("sh", "pbt")
+ENGINES = ("local", "ray")
 
 
 class Tuner:
     """Choose regularizers and their strengths for your model on validation data.
 
     space: the search space (`tune.space.parse_space`: "weight_decay=log(1e-5,1e-1)
-    dropout=uniform(0,0.6)|off" or a dict); the stacked engine searches lr, weight_decay, l2,
-    l1, max_norm, bn_sparsity, dropout and drop_path. budget: single-run equivalents
+    dropout=uniform(0,0.6)|off" or a dict); the stacked engine searches every name of
+    `sweep.hparams.HPARAMS` (all of the space's but drop_block). budget: single-run equivalents
     (copy-epochs / epochs of one run). eta: a rung keeps one copy in eta. scheduler: "sh"
     (successive halving) or "pbt". configs: the configurations drawn (sh: by default the
     most the budget allows; pbt: the population, by default floor(budget), at most budget).
@@ -54,14 +55,16 @@ class Tuner:
     best copy of each of `bins` strength ranges per hyperparameter at every cut. grace: the
     first rung's earliest epoch. pbt_interval: epochs between exploit steps (default
     epochs // 4); pbt_fraction: the share replaced at each. metric: "val_loss" or
-    "val_accuracy". device: where the copies train.
+    "val_accuracy". device: where the copies train. engine: "local" (one stacked run) or
+    "ray" (Hyperband's brackets as Ray tasks, `tune.ray_engine`; sh only); ray_address: None
+    (start a local Ray instance), "auto" or "host:port" (join a cluster).
 
     Learned: best_params_ (name -> float; pbt: the values at the end), best_index_ (the
     configuration; pbt: the copy), best_score_ (its metric), best_model_ (an nn.Module),
     trials_ (`tune.trials` rows), plan_, spent_ (single-run equivalents trained: the plan's
     cost, less when copies diverged and were dropped early),
     lineage_ (pbt's `Lineage`, else None), rank_agreement_ (rung -> Spearman's rho against the
-    last rung), seconds_.
+    last rung), seconds_. engine="ray" adds brackets_ and engine_ (`ray_engine.fit_brackets`).
     """
 
     def __init__(
@@ -82,6 +85,8 @@ class Tuner:
         metric: str = "val_loss",
         seed: int = 0,
         device: str = "cpu",
+        engine: str = "local",
+        ray_address: str | None = None,
     ):
         self.space = space
         self.budget = budget
@@ -98,6 +103,8 @@ class Tuner:
         self.metric = metric
         self.seed = seed
         self.device = device
+        self.engine = engine
+        self.ray_address = ray_address
 
     def resolved(self, model) -> tuple[Space, Settings, Plan | PbtPlan]:
         """(space, settings, plan), checked against model without training; ValueError or
@@ -107,6 +114,7 @@ class Tuner:
         _checks.non_negative_int("seed", self.seed)
         _checks.positive_int("bins", self.bins)
         _checks.device("device", self.device)
+        _checks.one_of("engine", self.engine, ENGINES)
         if not isinstance(self.promotion, bool):
             raise TypeError(f"promotion must be True or False; got {self.promotion!r}")
         if not isinstance(model, nn.Module):
@@ -121,7 +129,15 @@ class Tuner:
         s = dataclasses.replace(
             s, train=dataclasses.replace(s.train, epochs=epochs, seed=self.seed)
         )
-        if self.scheduler == "sh":
+        if self.engine == "ray":  # lazily: Hyperband's brackets as Ray tasks
+            from regulab.tune import ray_engine
+
+            plan = ray_engine.hyperband_plan(self, epochs)
+        elif self.ray_address is not None:
+            raise ValueError(
+                f"ray_address is for engine='ray'; got {self.ray_address!r} with engine='local'"
+            )
+        elif self.scheduler == "sh":
             plan = halving_plan(
                 self.budget, epochs, self.eta, configs=self.configs, grace=self.grace
             )
@@ -139,6 +155,11 @@ class Tuner:
             raise ValueError(
                 "val: the Tuner chooses on validation data: pass (x_val, y_val) or a DataLoader"
             )
+        if self.engine == "ray":
+            from regulab.tune import ray_engine
+
+            vars(self).update(ray_engine.fit_brackets(self, model, train, val, space, s, plan))
+            return self
         started = time.perf_counter()
         with rng_fork(torch.device(self.device)):  # the caller's random state, untouched
             data = resolve_data(train, val, 0.0, None, s, self.seed, 0, self.device)
@@ -150,7 +171,7 @@ class Tuner:
             if self.metric == "val_accuracy":
                 trials.score(run, data.val, self.metric)  # no accuracy (regression): refuse
             if isinstance(plan, Plan):
-                rows, spent, score, lineage = _halving(self, run, plan, space, data.val)
+                rows, spent, score, lineage = halving(self, run, plan, space, data.val)
             else:
                 rows, spent, score, lineage = pbt.train(
                     run, plan, space, data.val, self.metric, self.pbt_fraction, self.seed
@@ -190,7 +211,7 @@ def _check_space(given, model: nn.Module) -> Space:
     return space
 
 
-def _halving(t: Tuner, run: StackedRun, plan: Plan, space: Space, val):
+def halving(t: Tuner, run: StackedRun, plan: Plan, space: Space, val):
     """Successive halving: train to each rung, evaluate, keep the best (rows, copy-epochs,
     the last rung's metric, None)."""
     rows, spent, mode = [], 0, METRICS[t.metric]
