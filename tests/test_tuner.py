@@ -349,3 +349,13 @@ def test_a_dataloader_and_your_own_model_with_nn_dropout():
     assert all(torch.equal(net.state_dict()[n], w) for n, w in before.items())
     loss, _ = evaluate(t.best_model_, _val(), "cross_entropy")
     assert loss == pytest.approx(t.best_score_, abs=TOL)
+
+
+@pytest.mark.parametrize("scheduler", ["sh", "pbt"])
+def test_on_rung_sees_each_rungs_rows_as_they_are_recorded(scheduler):
+    seen = []
+    kwargs = {"scheduler": "pbt", "budget": 4.0, "configs": 4} if scheduler == "pbt" else {}
+    t = _tuner(on_rung=lambda rows: seen.append(list(rows)), **kwargs)
+    t.fit(_mlp(), _loader(), _val())
+    assert [row for rows in seen for row in rows] == t.trials_
+    assert [{r["rung"] for r in rows} for rows in seen] == [{i} for i in range(1, len(seen) + 1)]

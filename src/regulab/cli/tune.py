@@ -81,8 +81,9 @@ def run(args, console) -> int:
     seed = recipe.train.seed if args.seed is None else args.seed
     shown = _Progress(console)
     prepared = tune_run.prepare(
-        recipe, seed, on_epoch=shown.epoch_done, ray_address=args.ray_address
-    )
+        recipe, seed, on_epoch=shown.epoch_done, ray_address=args.ray_address,
+        on_rung=shown.rung_done,
+    )  # fmt: skip
     console.print(str(prepared.plan), soft_wrap=True, markup=False, highlight=False)
     out = args.out or runs.default_run_dir("tune")
     with shown.bar(prepared.plan):
@@ -113,7 +114,14 @@ class _Progress:
     stacked run calls `epoch_done` after every epoch."""
 
     def __init__(self, console):
-        self.console, self.update = console, None
+        self.console, self.update, self.best = console, None, ""
+
+    def rung_done(self, rows) -> None:
+        """Keep the best validation loss (and accuracy) reached so far, for the bar."""
+        losses = [r["val_loss"] for r in rows if r["val_loss"] is not None]
+        if losses:
+            old = float(self.best.split()[-1]) if self.best else float("inf")
+            self.best = f", best val loss so far {min(old, *losses):.4g}"
 
     def epoch_done(self) -> None:
         if self.update is not None:
@@ -134,7 +142,8 @@ class _Progress:
                 else:
                     i = next(i for i, r in enumerate(rungs) if epoch <= r.epoch)
                     alive, where = rungs[i].alive, f"rung {i + 1}/{len(rungs)}"
-                bar.update(task, advance=alive, description=f"{where}: {alive} copies alive")
+                text = f"{where}: {alive} copies alive{self.best}"
+                bar.update(task, advance=alive, description=text)
 
             self.update = update
             yield

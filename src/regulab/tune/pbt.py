@@ -71,9 +71,10 @@ def pbt_plan(budget, epochs: int, configs=None, interval=None, fraction=0.25) ->
     return PbtPlan(k, epochs, tuple(range(interval, epochs, interval)), budget)
 
 
-def train(run, plan: PbtPlan, space, val, metric: str, fraction: float, seed: int):
+def train(run, plan: PbtPlan, space, val, metric: str, fraction: float, seed: int, on_rung=None):
     """Train `run` (a `StackedRun`) by plan: (rows, copy-epochs, the last (K,) metric, the
-    `Lineage`). Perturbations draw from a generator seeded by seed, not torch's own."""
+    `Lineage`). Perturbations draw from a generator seeded by seed, not torch's own;
+    on_rung(rows) is called with each step's rows."""
     rows, spent, mode = [], 0, trials.METRICS[metric]
     lineage, generator = Lineage(run.k), torch.Generator().manual_seed(seed)
     for i, epoch in enumerate((*plan.exploits, plan.epochs), 1):
@@ -85,6 +86,8 @@ def train(run, plan: PbtPlan, space, val, metric: str, fraction: float, seed: in
         status = ["alive" if ok else "diverged" for ok in torch.isfinite(score).tolist()]
         if epoch == plan.epochs:
             rows += trials.rows(run.ids, i, epoch, run.hparams, metrics, status)
+            if on_rung is not None:
+                on_rung(rows[-run.k :])
             break
         src, dst, new = pbt_exploit_explore(
             score, run.hparams, space, fraction, mode=mode, generator=generator
@@ -92,6 +95,8 @@ def train(run, plan: PbtPlan, space, val, metric: str, fraction: float, seed: in
         for k in dst.tolist():
             status[k] = "replaced" if status[k] == "alive" else status[k]
         rows += trials.rows(run.ids, i, epoch, run.hparams, metrics, status)
+        if on_rung is not None:
+            on_rung(rows[-run.k :])
         lineage.record(epoch, src, dst)
         if len(dst):
             run.copy_into(src, dst)

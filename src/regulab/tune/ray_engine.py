@@ -165,7 +165,7 @@ def fit_brackets(tuner, model, train, val, space, settings, plan: HyperbandPlan)
     # the data is (x, y) already; callbacks would run on the workers, not here
     s = dataclasses.replace(settings, batch_fn=None, on_epoch=None)
     shipped = copy.copy(tuner)  # the tuner's own settings may hold a progress callback
-    shipped.settings = s
+    shipped.settings, shipped.on_rung = s, None
     brackets = bracket_draws(space, plan, tuner.seed)
     results, info = run_on_ray((shipped, model, data, space, s), brackets, tuner.ray_address)
     scores = torch.tensor([r["score"] for r in results], dtype=torch.float64)

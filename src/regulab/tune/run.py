@@ -66,11 +66,14 @@ class Prepared:
     plan: object  # the Tuner's Plan or PbtPlan
 
 
-def prepare(recipe: recipes.Recipe, seed: int, on_epoch=None, ray_address=None) -> Prepared:
+def prepare(
+    recipe: recipes.Recipe, seed: int, on_epoch=None, ray_address=None, on_rung=None
+) -> Prepared:
     """Everything checked before a file is written: RecipeError / UsageError (exit 2),
-    DataUnavailable (exit 1). on_epoch() is called after every epoch of the stacked run
-    (locally; under tune.engine = "ray" the brackets run in Ray tasks). ray_address: an
-    existing cluster's address, or None to start a local Ray instance."""
+    DataUnavailable (exit 1). on_epoch() is called after every epoch of the stacked run and
+    on_rung(rows) with each rung's trial rows (locally; under tune.engine = "ray" the
+    brackets run in Ray tasks). ray_address: an existing cluster's address, or None to
+    start a local Ray instance."""
     t = recipe.tune
     if not t.space.strip():
         raise UsageError(
@@ -99,7 +102,7 @@ def prepare(recipe: recipes.Recipe, seed: int, on_epoch=None, ray_address=None) 
         t.space, t.budget, t.eta, t.scheduler, configs=t.configs or None, settings=settings,
         promotion=t.promotion, grace=t.grace, pbt_interval=t.pbt_interval or None,
         pbt_fraction=t.pbt_fraction, metric=t.metric, seed=seed, device=recipe.train.device,
-        engine=t.engine, ray_address=ray_address,
+        engine=t.engine, ray_address=ray_address, on_rung=on_rung,
     )  # fmt: skip
     try:
         _, _, plan = tuner.resolved(model)

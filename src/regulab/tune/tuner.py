@@ -65,6 +65,8 @@ class Tuner:
     cost, less when copies diverged and were dropped early),
     lineage_ (pbt's `Lineage`, else None), rank_agreement_ (rung -> Spearman's rho against the
     last rung), seconds_. engine="ray" adds brackets_ and engine_ (`ray_engine.fit_brackets`).
+    on_rung(rows): called with each rung's rows (pbt: each exploit step's) as they are
+    recorded, for a progress display (locally; not from Ray's tasks).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Tuner:
         device: str = "cpu",
         engine: str = "local",
         ray_address: str | None = None,
+        on_rung=None,
     ):
         self.space = space
         self.budget = budget
@@ -105,6 +108,7 @@ class Tuner:
         self.device = device
         self.engine = engine
         self.ray_address = ray_address
+        self.on_rung = on_rung
 
     def resolved(self, model) -> tuple[Space, Settings, Plan | PbtPlan]:
         """(space, settings, plan), checked against model without training; ValueError or
@@ -174,7 +178,14 @@ class Tuner:
                 rows, spent, score, lineage = halving(self, run, plan, space, data.val)
             else:
                 rows, spent, score, lineage = pbt.train(
-                    run, plan, space, data.val, self.metric, self.pbt_fraction, self.seed
+                    run,
+                    plan,
+                    space,
+                    data.val,
+                    self.metric,
+                    self.pbt_fraction,
+                    self.seed,
+                    on_rung=self.on_rung,
                 )
         best = int(successive_halving_keep(score, 1, METRICS[self.metric]).kept[0])
         self.best_index_ = int(run.ids[best])
@@ -229,6 +240,8 @@ def halving(t: Tuner, run: StackedRun, plan: Plan, space: Space, val):
         for k in cut.diverged.tolist():
             status[k] = "diverged"
         rows += trials.rows(run.ids, i, run.epoch, run.hparams, metrics, status)
+        if t.on_rung is not None:
+            t.on_rung(rows[-len(status) :])
         if len(cut.kept) == 0:
             raise trials.all_diverged(run)
         if not last:
