@@ -24,16 +24,26 @@ Data: scikit-learn digits (1000 train / 400 val / 397 test, split fixed), MLP 64
 Fashion-MNIST, the first 2,000 training images to train, the next 2,000 to validate, the
 10,000 test images, MLP 784-256-10.
 
-    python benchmarks/tune.py [--quick] [--seeds 3] [--skip ray,fashion]
+The honesty of the cuts (digits): per seed, the Tuner's own configurations (its plan's number,
+`draw` with its seed) all trained to E in one stacked run, val accuracy read at every rung epoch
+and at E; then the Tuner with promotion=True and with promotion=False. regret: the best
+full-training val accuracy minus the full-training val accuracy of the Tuner's choice (by
+config id); rho: Spearman's rank agreement between each rung's val accuracy and E's, over all
+configurations of the full-training run (the same for both variants).
 
---quick: 1 seed, 9 epochs, digits only, no Ray. Optuna and random search stop once past T with
-their choice at regulab's test accuracy; "reach" is that time over T ("no": not within 10 T).
+    python benchmarks/tune.py [--quick] [--seeds 3] [--skip ray,fashion,digits,honesty]
+
+--quick: 1 seed, 9 epochs, digits and honesty only, no Ray. Optuna and random search stop once
+past T with their choice at regulab's test accuracy; "reach" is that time over T ("no": not
+within 10 T).
 Wall times are one measurement per seed: on a shared machine they move by tens of percent.
 The last line printed is one JSON object.
 """
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import io
 import json
 import math
@@ -46,12 +56,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 from regulab import TensorLoader, Tuner, digits, fit, models, param_groups
 from regulab.metrics import evaluate
 from regulab.recipe.schema import Optim, Train
 from regulab.sweep import Settings, StackedRun
-from regulab.tune import draw, successive_halving_keep
+from regulab.sweep.model_path import resolve_data
+from regulab.train_step import rng_fork
+from regulab.tune import draw, successive_halving_keep, trials
 
 SPACE = "weight_decay=log(1e-5,1e-1) dropout=uniform(0,0.6) lr=log(1e-3,3e-1)"
 RANGES = {
@@ -344,6 +357,99 @@ def ray_asha(p: Problem, seed: int, t: float, target: float) -> dict:
     return {**choice_over_time(done, t, target), "started": reported, "seconds": seconds}
 
 
+# ---------------------------------------------------------------- the honesty of the cuts
+
+
+def full_training(p: Problem, seed: int) -> dict:
+    """The Tuner's configurations (its plan's count, `draw` with its seed, its data and
+    settings) all trained to E in one stacked run: val accuracy at every rung epoch and E."""
+    tuner = Tuner(SPACE, budget=3, eta=3, settings=settings(p), metric="val_accuracy", seed=seed)
+    model = p.model(seed)
+    space, s, plan = tuner.resolved(model)
+    epochs = sorted({r.epoch for r in plan.rungs} | {plan.epochs})
+    with rng_fork(torch.device("cpu")):  # as Tuner.fit: the caller's random state untouched
+        data = resolve_data(p.loader(seed), p.val, 0.0, None, s, seed, 0, "cpu")
+        s = dataclasses.replace(s, batch_fn=None)
+        hp = {name: v.double() for name, v in draw(space, plan.configs, seed).items()}
+        run = StackedRun(copy.deepcopy(model), hp, data.train, s, what="space")
+        acc = {}
+        for epoch in epochs:
+            run.train_epochs(epoch - run.epoch)
+            acc[epoch] = trials.score(run, data.val, "val_accuracy")[0].double().numpy()
+    return {"configs": plan.configs, "rungs": [r.epoch for r in plan.rungs], "acc": acc,
+            "hparams": {name: v.tolist() for name, v in hp.items()}}  # fmt: skip
+
+
+def honesty(p: Problem, seed: int) -> dict:
+    """Regret of successive halving's choice against full training, with and without the
+    regularization-aware promotion, and the rung-vs-end rank agreement of full training."""
+    full = full_training(p, seed)
+    end = full["acc"][p.epochs]
+    out = {
+        "configs": full["configs"],
+        "rungs": full["rungs"],
+        "best_full": float(np.nanmax(end)),
+        "rho": {
+            e: float(spearmanr(a, end, nan_policy="omit").statistic)
+            for e, a in full["acc"].items()
+            if e != p.epochs
+        },
+    }
+    for promotion in (True, False):
+        t = Tuner(
+            SPACE, budget=3, eta=3, settings=settings(p), metric="val_accuracy", seed=seed,
+            promotion=promotion,
+        )  # fmt: skip
+        t.fit(p.model(seed), p.loader(seed), p.val)
+        c = t.best_index_
+        assert all(
+            math.isclose(t.best_params_[n], full["hparams"][n][c], rel_tol=1e-9)
+            for n in t.best_params_
+        ), "the Tuner drew other configurations than the full-training run"
+        out["promotion" if promotion else "no_promotion"] = {
+            "config": c,
+            "regret": out["best_full"] - float(end[c]),
+            "rank_full": 1 + int(np.sum(end > end[c])),  # 1: (tied with) the best
+            "tuner_val": t.best_score_,
+            "full_val": float(end[c]),
+            "promoted": {  # rung -> the configurations it sent on
+                r: [
+                    row["config"]
+                    for row in t.trials_
+                    if row["rung"] == r and row["status"] == "alive"
+                ]
+                for r in range(1, len(full["rungs"]))
+            },
+        }
+    return out
+
+
+def summarize_honesty(rows: list, epochs: int) -> dict:
+    out = {"epochs": epochs, "configs": rows[0]["configs"], "rungs": rows[0]["rungs"]}
+    out["rho"] = {e: mean_std(r["rho"][e] for r in rows)[:2] for e in rows[0]["rho"]}
+    for v in ("promotion", "no_promotion"):
+        out[v] = {
+            "regret": mean_std(r[v]["regret"] for r in rows)[:2],
+            "regret_per_seed": [r[v]["regret"] for r in rows],
+            "rank_full_per_seed": [r[v]["rank_full"] for r in rows],
+        }
+    return out
+
+
+def print_honesty(s: dict) -> None:
+    rungs = ", ".join(map(str, s["rungs"]))
+    print(f"\nhonesty (digits): E = {s['epochs']}, {s['configs']} configurations, rungs at {rungs}")
+    print(f"{'variant':<14}{'regret (val acc)':>18}  {'per seed':<24}  rank of choice in full")
+    for v in ("promotion", "no_promotion"):
+        e = s[v]
+        m, sd = e["regret"]
+        per = ",".join(f"{r:.4f}" for r in e["regret_per_seed"])
+        ranks = ",".join(map(str, e["rank_full_per_seed"]))
+        print(f"{v:<14}{m:>10.4f} ± {sd:.4f}  {per:<24}  {ranks}")
+    rho = ", ".join(f"epoch {e}: {m:.3f} ± {sd:.3f}" for e, (m, sd) in s["rho"].items())
+    print(f"Spearman rho, rung vs E (full training, all configurations): {rho}")
+
+
 # ---------------------------------------------------------------- the experiment
 
 
@@ -431,7 +537,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, fewer epochs, digits, no ray")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3, quick 1)")
-    parser.add_argument("--skip", default="", help="comma-separated: ray, fashion, digits")
+    parser.add_argument("--skip", default="", help="comma-separated: ray, fashion, digits, honesty")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -456,6 +562,12 @@ def main():
         out[p.name] = summarize(rows, epochs)
         out[p.name]["rows"] = rows
         print_table(p.name, out[p.name])
+    if "honesty" not in skip:
+        p = digits_problem(epochs)
+        rows = [honesty(p, seed) for seed in seeds]
+        out["honesty"] = summarize_honesty(rows, epochs)
+        out["honesty"]["rows"] = rows
+        print_honesty(out["honesty"])
     if "ray" not in skip:
         ray.shutdown()
     print(json.dumps(out, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
