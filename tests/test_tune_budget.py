@@ -64,19 +64,21 @@ def test_cost_matches_a_loop_over_copy_epochs_and_stays_within_budget(budget, et
         halving_plan(budget, epochs, eta, grace=grace, configs=plan.configs + 1)
 
 
-def brute_force(budget, epochs, eta, grace=1):
+def brute_force(budget, epochs, eta, grace=1, finalists=1):
     """The most configurations within budget over every bracket, by plain loops."""
     best = None
     for cuts in range(8):
+        if eta**cuts > epochs:  # the first rung would be under one epoch before rounding
+            break
         rungs = [math.floor(epochs / eta ** (cuts - i) + 0.5) for i in range(cuts + 1)]
         rungs[0] = max(rungs[0], grace)
         if any(b <= a for a, b in zip([0, *rungs], rungs, strict=False)):
             continue
-        for n in range(1, 5000):
+        for n in range(finalists, 5000):
             alive, spent, previous = n, 0, 0
             for epoch in rungs:
                 spent += alive * (epoch - previous)
-                previous, alive = epoch, max(1, alive // eta)
+                previous, alive = epoch, min(alive, max(finalists, alive // eta))
             if spent > budget * epochs:
                 break
             if best is None or (n, spent) > best[:2]:
@@ -90,6 +92,23 @@ def brute_force(budget, epochs, eta, grace=1):
 def test_the_plan_has_as_many_configurations_as_brute_force_finds(budget, eta, epochs):
     plan = halving_plan(budget, epochs, eta)
     assert (plan.configs, plan.copy_epochs) == brute_force(budget, epochs, eta)
+
+
+@pytest.mark.parametrize(
+    "budget, eta, epochs, finalists", [(3, 3, 20, 2), (4, 2, 20, 3), (6, 3, 27, 3), (3, 3, 27, 1)]
+)
+def test_finalists_train_to_the_end_and_the_plan_is_still_the_largest(
+    budget, eta, epochs, finalists
+):
+    plan = halving_plan(budget, epochs, eta, finalists=finalists)
+    assert plan.rungs[-1].alive == finalists and plan.rungs[-1].epoch == epochs
+    assert all(r.alive >= finalists for r in plan.rungs)
+    assert plan.copy_epochs == copy_epochs_by_loop(plan) and plan.cost <= budget
+    assert (plan.configs, plan.copy_epochs) == brute_force(budget, epochs, eta, 1, finalists)
+    with pytest.raises(ValueError, match=r"finalists must be at most the budget \(3 single"):
+        halving_plan(3, epochs, eta, finalists=4)
+    with pytest.raises(ValueError, match="finalists must be at most configs = 2; got 3"):
+        halving_plan(3, epochs, eta, configs=2, finalists=3)
 
 
 def test_with_configs_the_plan_comes_closest_to_the_budget_from_below():

@@ -186,7 +186,7 @@ def test_merged_equals_the_brackets_in_sequence(ray_instance, monkeypatch):
     assert sorted({r["config"] for r in t.trials_}) == list(range(9))
     # the weights came back: the sequential copy's, the same model as a plain fit
     winner = next(w for w in want if w["best"] == t.best_index_)
-    for name, w in winner["state"].items():
+    for name, w in winner["finalists"][0]["state"].items():
         torch.testing.assert_close(t.best_model_.state_dict()[name], w, rtol=0, atol=TOL)
     ref = _sequential(model, t.best_params_, EPOCHS).state_dict()
     for name, w in ref.items():

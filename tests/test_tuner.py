@@ -25,6 +25,7 @@ from regulab.metrics import evaluate
 from regulab.recipe import schema
 from regulab.sweep import Settings, StackedRun, fit_stacked
 from regulab.train import fit
+from regulab.tune.ensemble import Ensemble
 from regulab.tune.schedulers import strength_bins
 from regulab.tune.space import parse_space
 
@@ -359,3 +360,51 @@ def test_on_rung_sees_each_rungs_rows_as_they_are_recorded(scheduler):
     t.fit(_mlp(), _loader(), _val())
     assert [row for rows in seen for row in rows] == t.trials_
     assert [{r["rung"] for r in rows} for rows in seen] == [{i} for i in range(1, len(seen) + 1)]
+
+
+# --- finalists and their ensemble ---------------------------------------------------------------
+
+
+def test_finalists_train_to_the_end_and_vote_as_an_ensemble():
+    model = _mlp()
+    t = _tuner(budget=4.5, configs=8, finalists=3).fit(model, _loader(), _val())
+    assert [(r.epoch, r.alive) for r in t.plan_.rungs][-1] == (EPOCHS, 3)
+    final = _final(t)
+    by_loss = sorted(final, key=lambda r: r["val_loss"])
+    assert t.finalists_ == [r["config"] for r in by_loss] and t.best_index_ == t.finalists_[0]
+    # each member is its finalist's model: a sequential fit with its values
+    members = t.ensemble_model_.members
+    assert len(members) == 3 and t.ensemble_model_.probabilities
+    for row, member in zip(by_loss, members, strict=True):
+        ref = _sequential(model, {n: row[n] for n in parse_space(SPACE).names}, _loader(),
+                          EPOCHS, SEED)  # fmt: skip
+        for name, want in ref.state_dict().items():
+            torch.testing.assert_close(member.state_dict()[name], want, rtol=0, atol=TOL)
+    # the ensemble's prediction: the mean of the members' softmax, by hand
+    x, y = _val()
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0)
+        got = t.ensemble_model_(x)
+    torch.testing.assert_close(got.exp(), mean, rtol=0, atol=1e-6)
+    loss, accuracy = evaluate(t.ensemble_model_, (x, y), "cross_entropy")
+    assert loss == pytest.approx(-mean[torch.arange(len(y)), y].log().mean().item(), rel=1e-5)
+    assert accuracy == pytest.approx((mean.argmax(1) == y).double().mean().item(), abs=1e-12)
+    assert _tuner(budget=4.0, configs=8).fit(model, _loader(), _val()).ensemble_model_ is None
+
+
+def test_an_ensemble_of_regression_outputs_is_their_mean():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    x = torch.randn(5, 3)
+    e = Ensemble([a, b], probabilities=False)
+    torch.testing.assert_close(e(x), (a(x) + b(x)) / 2, rtol=0, atol=1e-7)
+    with pytest.raises(TypeError, match="members must be a non-empty list"):
+        Ensemble([])
+
+
+def test_pbt_finalists_are_the_best_of_the_population():
+    t = _tuner(scheduler="pbt", budget=4.0, finalists=2).fit(_mlp(), _loader(), _val())
+    last = [r for r in t.trials_ if r["epoch"] == EPOCHS]
+    best = sorted(last, key=lambda r: r["val_loss"])[:2]
+    assert t.finalists_ == [r["config"] for r in best] and len(t.ensemble_model_.members) == 2
+    with pytest.raises(ValueError, match=r"finalists must be at most the population \(4\)"):
+        _tuner(scheduler="pbt", budget=4.0, finalists=5).resolved(_mlp())

@@ -78,6 +78,7 @@ def fit(
     val=None,
     test=None,
     loss: str | Callable = "cross_entropy",
+    eval_loss: str | Callable | None = None,
     batch_fn: Callable | None = None,
     precision: str = "fp32",
     accumulate: int = 1,
@@ -107,7 +108,8 @@ def fit(
     (`model(x)`), a tuple (`model(*inputs)`) or a dict (`model(**inputs)`).
     loss: "cross_entropy", "mse", "half_mse" (mean squared error / 2), or any
     callable (output, target) -> scalar mean loss, e.g. nn.CrossEntropyLoss(weight=w)
-    or nn.BCEWithLogitsLoss() (accuracy: see `metrics.correct`).
+    or nn.BCEWithLogitsLoss() (accuracy: see `metrics.correct`). eval_loss: the loss
+    the evaluations report (None: loss), e.g. plain cross-entropy beside a smoothed one.
 
     precision: "fp32", "bf16" or "fp16": forward and loss run under torch.autocast;
     fp16 scales the loss with a torch.amp.GradScaler (a step with inf gradients is
@@ -150,6 +152,7 @@ def fit(
     """
     epochs = _checks.positive_int("epochs", epochs)
     loss = check_loss(loss)
+    eval_loss = loss if eval_loss is None else check_loss(eval_loss)
     train_step.check_precision(precision)
     _checks.positive_int("accumulate", accumulate)
     _checks.non_negative_int("seed", seed)
@@ -171,6 +174,7 @@ def fit(
         optimizer=optimizer,
         train=train,
         loss=loss,
+        eval_loss=eval_loss,
         batch_fn=batch_fn,
         precision=precision,
         accumulate=accumulate,
@@ -215,6 +219,7 @@ class _Loop:
     optimizer: torch.optim.Optimizer
     train: Iterable  # this process's batches
     loss: str | Callable  # a key of LOSSES or a callable (output, target) -> mean loss
+    eval_loss: str | Callable  # what evaluations report
     batch_fn: Callable | None  # batch -> (inputs, target); None: batches are (x, y)
     precision: str  # a key of train_step.PRECISIONS
     accumulate: int  # micro-batches per optimizer step
@@ -317,7 +322,7 @@ def _epoch_row(loop: _Loop, epoch: int, running: torch.Tensor) -> dict:
     module = loop.module
 
     def metrics(data):
-        return evaluate(module, data, loop.loss, loop.eval_batch_size, loop.batch_fn)
+        return evaluate(module, data, loop.eval_loss, loop.eval_batch_size, loop.batch_fn)
 
     row = dict.fromkeys(COLUMNS)
     row["epoch"] = epoch

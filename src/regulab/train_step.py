@@ -87,7 +87,7 @@ def train_epoch(loop, epoch: int) -> torch.Tensor:
         losses.append(batch_loss)  # summed once per epoch: no work per step
         counts.append(n)
         if count_correct:
-            hits.append(correct(out, y, loop.loss))
+            hits.append(correct(out, y, loop.eval_loss))
         if ends:
             optimizer_step(loop, micro)
             micro = 0

@@ -51,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--grace", type=positive_int, metavar="E", help="epochs before the first cut (tune.grace)"
     )
     p.add_argument(
+        "--finalists",
+        type=positive_int,
+        metavar="K",
+        help="configurations trained to the end, the choice made among them; 2 or more are "
+        "also evaluated as an ensemble (default: tune.finalists, 1)",
+    )
+    p.add_argument(
         "--metric",
         choices=("val_loss", "val_accuracy"),
         help="what chooses, on the validation split (default: tune.metric, val_loss)",
@@ -76,7 +83,8 @@ def run(args, console) -> int:
         data_dir=args.data_dir, device=args.device,
     )  # fmt: skip
     options = {k: getattr(args, k) for k in ("space", "budget", "configs", "eta", "scheduler",
-                                             "grace", "metric", "engine")}  # fmt: skip
+                                             "grace", "finalists", "metric",
+                                             "engine")}  # fmt: skip
     recipe = tune_run.with_options(recipe, **options)
     seed = recipe.train.seed if args.seed is None else args.seed
     shown = _Progress(console)

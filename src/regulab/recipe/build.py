@@ -24,6 +24,7 @@ from regulab.early_stopping import EarlyStopping
 from regulab.errors import RecipeError
 from regulab.groups import param_groups
 from regulab.penalties import Penalty, prox_l1_
+from regulab.recipe import targets
 from regulab.recipe.imports import call, check_keywords, resolve_callable
 from regulab.recipe.model import build_model, model_arch, model_spec  # noqa: F401
 from regulab.recipe.schema import LOSSES, Recipe
@@ -41,6 +42,7 @@ def check_model(recipe: Recipe, model: nn.Module, splits: Splits) -> None:
             f"slim.sparsity acts on BatchNorm scales, and {what} has no BatchNorm layers; "
             f"got {recipe.slim.sparsity!r}"
         )
+    targets.check(recipe, splits)
     device = next(model.parameters(), splits.train[0]).device
     n = min(recipe.train.batch_size, len(splits.train[0]))
     batch = tuple(t[:n].to(device) for t in splits.train)
@@ -304,4 +306,8 @@ def fit_arguments(recipe: Recipe, model: nn.Module, splits: Splits, seed: int) -
 
     `regulab train`, slim's fine-tuning and the sweep's settings all start here.
     """
-    return {**training_parts(recipe, model, splits, seed), **run_settings(recipe, splits, seed)}
+    out = {**training_parts(recipe, model, splits, seed), **run_settings(recipe, splits, seed)}
+    if recipe.train.label_smoothing:  # trains on smoothed targets, evaluates on the labels
+        out["loss"], out["eval_loss"] = targets.training_loss(recipe, out["loss"]), out["loss"]
+    mix = targets.mixing(recipe, model, splits)
+    return {**out, "batch_fn": mix} if mix is not None else out

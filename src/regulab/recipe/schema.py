@@ -199,6 +199,9 @@ class Train:
     loss: str = default("cross_entropy", A_LOSS)  # half_mse = mse / 2; code: (output, y) -> mean
     loss_kwargs: dict = default({})  # code loss: a class's arguments, else bound; [1, 2]: tensor
     batch_fn: str = default("", CODE)  # your function: batch -> (inputs, target)
+    label_smoothing: float = default(0.0, PROBABILITY)  # cross_entropy on (1-s) one-hot + s/C
+    mixup: float = default(0.0, NONNEG)  # Beta(alpha, alpha) of mixup (0 = off)
+    cutmix: float = default(0.0, NONNEG)  # Beta(alpha, alpha) of CutMix (0 = off)
     precision: str = default("fp32", PRECISIONS)  # autocast; fp16 + torch.amp.GradScaler (CPU too)
     accumulate: int = default(1, AT_LEAST_1)  # batches per optimizer step (gradients summed)
     seed: int = default(0, COUNT)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
@@ -217,6 +220,7 @@ class Tune:
     scheduler: str = default("sh", ("sh", "pbt"))  # successive halving | population-based training
     promotion: bool = True  # sh: the best of every strength range goes on at each cut
     grace: int = default(1, AT_LEAST_1)  # sh: epochs before the first cut
+    finalists: int = default(1, AT_LEAST_1)  # copies trained to the end (2+: also an ensemble)
     pbt_interval: int = default(0, COUNT)  # pbt: epochs between exploit steps (0: epochs // 4)
     pbt_fraction: float = default(0.25, HALF_SHARE)  # pbt: share of copies replaced at each step
     metric: str = default("val_loss", ("val_loss", "val_accuracy"))  # what chooses (validation)

@@ -13,11 +13,15 @@ LATENCY_BATCHES = (1, 256)
 
 
 def trained(recipe, splits, folder: Path, device):
-    """The final model of a `regulab train` run folder (early stopping's best, if it restored)."""
+    """The final model of a `regulab train` run folder (early stopping's best, if it restored),
+    or the model of the best/ folder of `regulab tune`."""
     from regulab import checkpoint
     from regulab.recipe import build
+    from regulab.slim import export, source
 
     model = build.build_model(recipe, splits).to(device)
+    if source.is_tuned(folder):
+        return export.load(folder, model=model, device=device)
     latest = checkpoint.latest(folder / "checkpoints")
     if latest is None:
         raise ValueError(f"run folder '{folder}' has no checkpoint to start from")

@@ -1,4 +1,5 @@
-"""The recipe `regulab slim` works on: a TOML recipe, or a finished `regulab train` run (--from).
+"""The recipe `regulab slim` works on: a TOML recipe, or a finished `regulab train` run or the
+best/ folder of `regulab tune` (--from).
 
 With --from, the run's model and data are kept (its weights fix them), RECIPE and
 `--set` may change only the fine-tuning settings, and the run's seed fixes the
@@ -42,9 +43,8 @@ def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=Non
         raw.pop("variants", None)
         for text in texts:
             recipes.apply_override(raw, text)
-        recipe = recipes.place(
-            recipes.from_dict(raw, source=str(source / "config.json")), data_dir, device
-        )
+        label = str(source / stored.get("file", "config.json"))
+        recipe = recipes.place(recipes.from_dict(raw, source=label), data_dir, device)
         _same_model_and_data(recipe, stored, path, source, sets)
     _check(recipe)
     return recipe, stored
@@ -86,10 +86,16 @@ def _without_location(section: dict) -> dict:
 
 
 def stored_run(folder: Path) -> dict:
-    """config.json of a completed single run of `regulab train` with its checkpoints."""
+    """config.json of a completed single run of `regulab train` with its checkpoints, or the
+    recipe of a tuned model (`tuned`)."""
     from regulab import checkpoint
 
-    stored = recipes.stored_run(folder, "--from")
+    if is_tuned(folder):
+        return tuned(folder)
+    try:
+        stored = recipes.stored_run(folder, "--from")
+    except RecipeError as e:
+        raise RecipeError(f"{e} (or the best/ folder of `regulab tune`)") from e
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as e:
@@ -109,6 +115,27 @@ def stored_run(folder: Path) -> dict:
     if checkpoint.latest(folder / "checkpoints") is None:
         raise RecipeError(f"--from must be a run with its checkpoints; '{folder}' has none")
     return stored
+
+
+def is_tuned(folder: Path) -> bool:
+    """Whether folder is the best/ folder of `regulab tune` (a model and its recipe)."""
+    return all((folder / name).is_file() for name in ("arch.json", "recipe.json"))
+
+
+def tuned(folder: Path) -> dict:
+    """The stored form of the best/ folder of `regulab tune`: its recipe.json (the recipe
+    with the chosen values and the tuning's seed, which fixed the data split)."""
+    path = folder / "recipe.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"--from: cannot read the tuned recipe '{path}': {e}") from e
+    seed = raw.get("train", {}).get("seed") if isinstance(raw, dict) else None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RecipeError(
+            f"--from: '{path}' must be the recipe `regulab tune` wrote, with train.seed; it is not"
+        )
+    return {"command": "tune", "recipe": raw, "seed": seed, "file": "recipe.json"}
 
 
 def seed_of(recipe, stored, seed: int | None, source) -> int:

@@ -76,6 +76,18 @@ def check(names, s, train, what: str = "hparams") -> None:
                 )
 
 
+def with_fixed(hparams: dict, s) -> dict:
+    """hparams and, for each name of TARGETS not searched, the settings' own value
+    (settings.train.label_smoothing, mixup, cutmix) as a constant column when > 0."""
+    k = len(next(iter(hparams.values())))
+    out = dict(hparams)
+    for name in TARGETS:
+        value = getattr(s.train, name, 0.0)
+        if value and name not in out:
+            out[name] = torch.full((k,), float(value), dtype=torch.float64)
+    return out
+
+
 def inputs(batches, s, hparams: dict, device, classes):
     """(x, y, x batched, y batched) of one step: batches (one shared batch, or one per copy
     with vary) mapped by s.batch_fn, moved to device, mixed and augmented per copy. hparams:

@@ -61,6 +61,9 @@ class Stacked:
             args = tuple(x) if isinstance(x, tuple | list) else (x,)
             return functional_call(self.base, (params, buffers), args)
 
+        if self.k == 1 and randomness == "same" and not batched_x:  # no vmap: one plain call
+            out = one(_first(self.params), _first(self.buffers), x)
+            return torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), out)
         dims = (0, 0, 0 if batched_x else None)
         return vmap(one, in_dims=dims, randomness=randomness)(self.params, self.buffers, x)
 
@@ -136,6 +139,11 @@ class Stacked:
         zeros = sum((p == 0).flatten(1).sum(1) for p in weights)
         size = sum(p[0].numel() for p in weights)
         return sq.sqrt(), zeros.double() / size
+
+
+def _first(tensors: dict) -> dict:
+    """The views of copy 0 (gradients and in-place buffer updates reach the stack)."""
+    return {n: t[0] for n, t in tensors.items()}
 
 
 def _means(loss, out, y):

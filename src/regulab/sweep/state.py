@@ -49,7 +49,7 @@ class StackedRun:
         hp.check_settings(settings)
         check_train(train, settings.vary)
         self.hparams = hp.check_hparams(hparams, what)
-        batch.check(self.hparams, settings, train, what)
+        batch.check(batch.with_fixed(self.hparams, settings), settings, train, what)
         k = len(next(iter(self.hparams.values())))
         shared = isinstance(model, nn.Module)
         given = [model] if shared else model
@@ -184,9 +184,10 @@ def _epoch(run: StackedRun, device) -> None:
     loss, accumulate = s.loss_function(), getattr(s.train, "accumulate", 1)
     stacked.base.train()
     epoch_loss, micro = 0.0, 0
-    smoothing = run.hparams.get("label_smoothing")
+    hparams = batch.with_fixed(run.hparams, s)  # the settings' own smoothing and mixing too
+    smoothing = hparams.get("label_smoothing")
     for batches, last in with_last(zip(*run.loaders, strict=True)):
-        x, y, bx, by = batch.inputs(batches, s, run.hparams, device, lambda x: _classes(run, x))
+        x, y, bx, by = batch.inputs(batches, s, hparams, device, lambda x: _classes(run, x))
         out = stacked.forward(x, "different" if s.vary else "same", batched_x=bx)
         losses = batch.losses(loss, out, y, by, smoothing)
         (losses.sum() / accumulate if accumulate > 1 else losses.sum()).backward()

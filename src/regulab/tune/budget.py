@@ -16,7 +16,9 @@ would cost s + 1 = 4.)
 Rungs are whole epochs: r_i = E / eta**(s-i) rounded half up, the first no earlier than
 `grace` (strong regularizers start slower) and each at least `min_epochs` after the one
 before; a number of cuts s whose rungs collide is not used. A cut keeps
-max(1, n_i // eta) copies; a rung where nothing would be cut is merged into the next.
+max(finalists, n_i // eta) copies (finalists = 1 by default: with more, the choice is made
+among configurations trained to the end, and they can vote as an ensemble); a rung where
+nothing would be cut is merged into the next.
 """
 
 import math
@@ -85,11 +87,11 @@ def rung_epochs(epochs: int, eta: int, cuts: int, grace: int = 1, min_epochs: in
     return rungs
 
 
-def _plan(n: int, rungs: list[int], epochs: int, eta: int, budget: float) -> Plan:
+def _plan(n: int, rungs: list[int], epochs: int, eta: int, budget: float, finalists=1) -> Plan:
     """n configurations on these rung epochs; rungs where nothing is cut merge into the next."""
     alive = [n]
     for _ in rungs[1:]:
-        alive.append(max(1, alive[-1] // eta))
+        alive.append(min(alive[-1], max(finalists, alive[-1] // eta)))
     kept = [
         Rung(epoch, a)
         for i, (epoch, a) in enumerate(zip(rungs, alive, strict=True))
@@ -102,18 +104,19 @@ def _fits(plan: Plan, budget: float) -> bool:
     return plan.copy_epochs <= budget * plan.epochs * (1 + 1e-12)
 
 
-def _most_configs(rungs: list[int], epochs: int, eta: int, budget: float, least: int):
+def _most_configs(rungs, epochs: int, eta: int, budget: float, least: int, finalists=1):
     """The plan on these rungs with the most configurations (>= least) within budget, or None."""
+    plan = lambda n: _plan(n, rungs, epochs, eta, budget, finalists)  # noqa: E731
     lo, hi = least, max(least, math.floor(budget * epochs / rungs[0]))  # the first rung alone
-    if not _fits(_plan(lo, rungs, epochs, eta, budget), budget):
+    if not _fits(plan(lo), budget):
         return None
     while lo < hi:  # cost grows with n: the last n that fits
         mid = (lo + hi + 1) // 2
-        if _fits(_plan(mid, rungs, epochs, eta, budget), budget):
+        if _fits(plan(mid), budget):
             lo = mid
         else:
             hi = mid - 1
-    return _plan(lo, rungs, epochs, eta, budget)
+    return plan(lo)
 
 
 def _check(budget, epochs, eta, grace, min_epochs) -> float:
@@ -151,22 +154,34 @@ def halving_plan(
     configs: int | None = None,
     grace: int = 1,
     min_epochs: int = 1,
+    finalists: int = 1,
 ) -> Plan:
     """The successive-halving plan that spends `budget` (single-run equivalents) best.
 
     Without `configs`: the plan with the most configurations whose cost <= budget; on a tie
     the one closest to the budget, then the one with fewer rungs. With `configs`: the plan
     for that many whose cost is closest to the budget from below. budget=3, epochs=27,
-    eta=3 gives 27 configurations, rungs at epochs 1, 3, 9, 27 and cost 3.0.
+    eta=3 gives 27 configurations, rungs at epochs 1, 3, 9, 27 and cost 3.0. finalists:
+    the copies trained to the last epoch (at least; every cut keeps at least that many).
     """
     budget = _check(budget, epochs, eta, grace, min_epochs)
+    _checks.positive_int("finalists", finalists)
+    if finalists > budget:
+        raise ValueError(
+            f"finalists must be at most the budget ({budget:g} single-run equivalents: each "
+            f"finalist trains all {epochs} epochs); got {finalists}"
+        )
     brackets = _brackets(epochs, eta, grace, min_epochs)
     if configs is None:
-        plans = [_most_configs(r, epochs, eta, budget, 1) for r in brackets.values()]
+        plans = [
+            _most_configs(r, epochs, eta, budget, finalists, finalists) for r in brackets.values()
+        ]
         key = lambda p: (p.configs, p.copy_epochs, -len(p.rungs))  # noqa: E731
         return max((p for p in plans if p is not None), key=key)
     _checks.positive_int("configs", configs)
-    plans = [_plan(configs, r, epochs, eta, budget) for r in brackets.values()]
+    if finalists > configs:
+        raise ValueError(f"finalists must be at most configs = {configs}; got {finalists}")
+    plans = [_plan(configs, r, epochs, eta, budget, finalists) for r in brackets.values()]
     fitting = [p for p in plans if _fits(p, budget)]
     if not fitting:
         cheapest = min(plans, key=lambda p: p.copy_epochs)
@@ -187,11 +202,13 @@ def hyperband_plans(
     brackets: int | None = None,
     grace: int = 1,
     min_epochs: int = 1,
+    finalists: int = 1,
 ) -> list[Plan]:
     """Hyperband's brackets, most cuts first: each an independent successive halving with its
     own number of cuts s (rungs from E / eta**s), given an equal share of the budget and
     as many configurations (at least eta**s) as the share allows. `brackets` keeps the
     first few (the most aggressive); by default every s whose rungs fit in the epochs.
+    finalists: as `halving_plan`, in every bracket.
     """
     budget = _check(budget, epochs, eta, grace, min_epochs)
     found = _brackets(epochs, eta, grace, min_epochs)
@@ -205,9 +222,11 @@ def hyperband_plans(
             )
         cuts = cuts[:brackets]
     share = budget / len(cuts)
-    plans = [_most_configs(found[s], epochs, eta, share, eta**s) for s in cuts]
+    _checks.positive_int("finalists", finalists)
+    least = {s: max(eta**s, finalists) for s in cuts}
+    plans = [_most_configs(found[s], epochs, eta, share, least[s], finalists) for s in cuts]
     if None in plans:
-        need = max(_plan(eta**s, found[s], epochs, eta, share).cost for s in cuts)
+        need = max(_plan(least[s], found[s], epochs, eta, share, finalists).cost for s in cuts)
         raise ValueError(
             f"budget must be at least {need * len(cuts):.4g} single-run equivalents for "
             f"{len(cuts)} Hyperband brackets (eta {eta}, {epochs} epochs: {need:.4g} each); "

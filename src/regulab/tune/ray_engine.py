@@ -26,7 +26,8 @@ from regulab.sweep.state import StackedRun
 from regulab.train_step import rng_fork
 from regulab.tune import trials
 from regulab.tune.budget import Plan, hyperband_plans
-from regulab.tune.schedulers import successive_halving_keep
+from regulab.tune.ensemble import ensemble
+from regulab.tune.schedulers import best_first
 from regulab.tune.space import draw
 from regulab.tune.tuner import halving
 
@@ -113,7 +114,9 @@ def hyperband_plan(tuner, epochs: int) -> HyperbandPlan:
             f"its share of the budget allows); got {tuner.configs!r}"
         )
     check_address(tuner.ray_address)
-    plans = hyperband_plans(tuner.budget, epochs, tuner.eta, grace=tuner.grace)
+    plans = hyperband_plans(
+        tuner.budget, epochs, tuner.eta, grace=tuner.grace, finalists=tuner.finalists
+    )
     return HyperbandPlan(tuple(plans), float(tuner.budget))
 
 
@@ -140,17 +143,26 @@ def run_bracket(tuner, model, data, space, settings, bracket: Bracket) -> dict:
         if tuner.metric == "val_accuracy":
             trials.score(run, val, tuner.metric)  # no accuracy (regression): refuse
         rows, spent, score, _ = halving(tuner, run, bracket.plan, space, val)
-    best = int(successive_halving_keep(score, 1, trials.METRICS[tuner.metric]).kept[0])
+    finite = int(torch.isfinite(score).sum())
+    order = best_first(score, trials.METRICS[tuner.metric])[: min(tuner.finalists, finite)]
     rows = [{"bracket": bracket.number, **r, "config": r["config"] + bracket.first} for r in rows]
-    state = run.model(best).state_dict()
+    finalists = [
+        {
+            "config": bracket.first + int(run.ids[k]),
+            "score": float(score[k]),
+            "params": {name: float(v[k]) for name, v in run.hparams.items()},
+            "state": {n: t.detach().cpu().clone() for n, t in run.model(k).state_dict().items()},
+        }
+        for k in order.tolist()
+    ]  # best first
     return {
         "bracket": bracket.number,
         "rows": rows,
         "copy_epochs": spent,
-        "best": bracket.first + int(run.ids[best]),
-        "score": float(score[best]),
-        "params": {name: float(v[best]) for name, v in run.hparams.items()},
-        "state": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "best": finalists[0]["config"],
+        "score": finalists[0]["score"],
+        "params": finalists[0]["params"],
+        "finalists": finalists,
         "rank_agreement": trials.agreement(rows, tuner.metric),
         "seconds": time.perf_counter() - started,
     }
@@ -168,19 +180,28 @@ def fit_brackets(tuner, model, train, val, space, settings, plan: HyperbandPlan)
     shipped.settings, shipped.on_rung = s, None
     brackets = bracket_draws(space, plan, tuner.seed)
     results, info = run_on_ray((shipped, model, data, space, s), brackets, tuner.ray_address)
-    scores = torch.tensor([r["score"] for r in results], dtype=torch.float64)
-    win = results[int(successive_halving_keep(scores, 1, trials.METRICS[tuner.metric]).kept[0])]
+    every = [f for r in results for f in r["finalists"]]  # each bracket's, best first
+    at = torch.tensor([f["score"] for f in every], dtype=torch.float64)
+    chosen = [every[i] for i in best_first(at, trials.METRICS[tuner.metric]).tolist()]
+    models = [rebuild(model, space.names, f["state"], tuner.device) for f in chosen]
+    models = models[: tuner.finalists]
     return {
-        "best_index_": win["best"],
-        "best_params_": win["params"],
-        "best_score_": win["score"],
-        "best_model_": rebuild(model, space.names, win["state"], tuner.device),
+        "best_index_": chosen[0]["config"],
+        "best_params_": chosen[0]["params"],
+        "best_score_": chosen[0]["score"],
+        "best_model_": models[0],
+        "finalists_": [f["config"] for f in chosen[: tuner.finalists]],
+        "ensemble_model_": ensemble(models, settings),
         "trials_": [row for r in results for row in r["rows"]],
         "plan_": plan,
         "spent_": sum(r["copy_epochs"] for r in results) / plan.epochs,
         "lineage_": None,
-        "rank_agreement_": win["rank_agreement"],  # the winning bracket's
-        "brackets_": [{k: v for k, v in r.items() if k not in ("rows", "state")} for r in results],
+        "rank_agreement_": next(r for r in results if r["best"] == chosen[0]["config"])[
+            "rank_agreement"
+        ],  # the winning bracket's
+        "brackets_": [
+            {k: v for k, v in r.items() if k not in ("rows", "finalists")} for r in results
+        ],
         "engine_": info,
         "seconds_": time.perf_counter() - started,
     }

@@ -99,6 +99,35 @@ def _chosen(summary: dict) -> list[list[str]]:
     return out
 
 
+def _ensemble(summary: dict) -> list[str]:
+    """The finalists' ensemble beside the chosen model, when there is one."""
+    e = summary.get("ensemble")
+    if not e:
+        return []
+    best = summary["best"]
+    keys = [
+        k for k in ("val_loss", "val_accuracy", "test_loss", "test_accuracy") if e[k] is not None
+    ]
+    cells = [
+        [
+            k,
+            _fmt(best[k], ".2%" if "acc" in k else ".4g"),
+            _fmt(e[k], ".2%" if "acc" in k else ".4g"),
+        ]
+        for k in keys
+    ]
+    members = ", ".join(map(str, e["members"]))
+    return [
+        f"## The {len(e['members'])} finalists as an ensemble (configurations {members})",
+        "",
+        "Their predicted probabilities averaged (outputs, for losses other than "
+        "cross-entropy), beside the chosen model alone:",
+        "",
+        tables.markdown_table(["", "chosen", "ensemble"], cells),
+        "",
+    ]
+
+
 def markdown(summary: dict, trials: list[dict], pictures=()) -> str:
     """report.md: what was tuned, the choice beside the recipe as written, the pictures,
     the rungs and the best configurations."""
@@ -129,6 +158,7 @@ def markdown(summary: dict, trials: list[dict], pictures=()) -> str:
         _agreement(summary),
         "",
     ]
+    text += _ensemble(summary)
     if summary["diverged"]:
         text += [f"{summary['diverged']} configurations diverged and were dropped.", ""]
     alt = {"hparams.png": "each hyperparameter against the validation metric",

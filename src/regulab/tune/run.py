@@ -34,10 +34,10 @@ from regulab.tune.tuner import Tuner
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(schema.Tune))
 PICTURES = ("hparams.png", "curves.png", "budget.png")
-# the recipe key each searched name sets (dropout and drop_path: the model's, below);
-# label_smoothing, mixup and cutmix have none yet
+# the recipe key each searched name sets (dropout and drop_path: the model's, below)
 KEYS = {**FIELDS, "crop": "augment.random_crop", "cutout": "augment.cutout",
-        "noise": "augment.gaussian_noise"}  # fmt: skip
+        "noise": "augment.gaussian_noise", "label_smoothing": "train.label_smoothing",
+        "mixup": "train.mixup", "cutmix": "train.cutmix"}  # fmt: skip
 PIXELS = ("crop", "cutout")  # integer keys
 
 
@@ -100,9 +100,10 @@ def prepare(
     settings = path.settings(recipe, splits, len(loader), seed, on_epoch=on_epoch)
     tuner = Tuner(
         t.space, t.budget, t.eta, t.scheduler, configs=t.configs or None, settings=settings,
-        promotion=t.promotion, grace=t.grace, pbt_interval=t.pbt_interval or None,
-        pbt_fraction=t.pbt_fraction, metric=t.metric, seed=seed, device=recipe.train.device,
-        engine=t.engine, ray_address=ray_address, on_rung=on_rung,
+        promotion=t.promotion, grace=t.grace, finalists=t.finalists,
+        pbt_interval=t.pbt_interval or None, pbt_fraction=t.pbt_fraction, metric=t.metric,
+        seed=seed, device=recipe.train.device, engine=t.engine, ray_address=ray_address,
+        on_rung=on_rung,
     )  # fmt: skip
     try:
         _, _, plan = tuner.resolved(model)
@@ -151,12 +152,14 @@ def _check_memory(recipe, model, splits, k: int) -> None:
         )
 
 
-def tuned_recipe(recipe: recipes.Recipe, params: dict) -> recipes.Recipe:
+def tuned_recipe(recipe: recipes.Recipe, params: dict, seed: int | None = None):
     """recipe with each chosen value written into the key it sets (`KEYS`; dropout: every
-    layer of a bundled model). A model.factory's dropout and drop_path are its own
-    arguments, and label_smoothing, mixup and cutmix have no recipe key yet: those stay as
-    the recipe has them (summary.json's best_params holds every value)."""
+    layer of a bundled model) and train.seed = seed (the tuning's: it fixed the data split).
+    A model.factory's dropout and drop_path are its own arguments: those stay as the recipe
+    has them (summary.json's best_params holds every value)."""
     raw = recipes.to_dict(recipe)
+    if seed is not None:
+        raw["train"]["seed"] = seed
     for name, value in params.items():
         if name in KEYS:
             section, key = KEYS[name].split(".")
@@ -202,9 +205,13 @@ def _write(p: Prepared, out: Path, options: dict, overwrite: bool) -> dict:
         runs.write_json(tmp / "config.json", {**config, **runs.environment()})
         t = p.tuner.fit(p.model, p.loader, p.splits.val)
         best = _metrics(recipe, t.best_model_, p.splits)
+        ensemble = None
+        if t.ensemble_model_ is not None:  # the finalists' averaged predictions, beside
+            ensemble = {"members": t.finalists_, **_metrics(recipe, t.ensemble_model_, p.splits)}
+            _export_finalists(t, recipe, p, tmp / "finalists")
         one_run = _one_run(recipe, p.splits, p.seed)
         one_run["params"] = recipe_values(recipe, t.best_params_)
-        chosen = tuned_recipe(recipe, t.best_params_)
+        chosen = tuned_recipe(recipe, t.best_params_, p.seed)
         export_best(t.best_model_, chosen, p.splits, tmp / "best")
         names = parse_space(recipe.tune.space).names
         bracket = ["bracket"] * ("bracket" in t.trials_[0])  # engine ray: Hyperband's
@@ -212,6 +219,7 @@ def _write(p: Prepared, out: Path, options: dict, overwrite: bool) -> dict:
                    "status"]  # fmt: skip
         runs.write_text(tmp / "trials.csv", runs.csv_text(t.trials_, columns))
         summary = _summary(p, t, best, one_run, time.perf_counter() - start)
+        summary["ensemble"] = ensemble
         plot.plot_hparams(t.trials_, recipe.tune.space, summary, tmp / PICTURES[0])
         plot.plot_curves(t.trials_, summary, tmp / PICTURES[1])
         plot.plot_budget(t.trials_, summary, tmp / PICTURES[2])
@@ -227,6 +235,15 @@ def export_best(model, recipe, splits, folder: Path) -> None:
 
     export.save(model, folder, build.model_arch(recipe, splits))
     runs.write_json(folder / "recipe.json", recipes.to_dict(recipe))
+
+
+def _export_finalists(t: Tuner, recipe, p: Prepared, folder: Path) -> None:
+    """finalists/config-N/ for each member of the ensemble, as best/ is written."""
+    # each configuration's last row: its values at the end (pbt changes a copy's values)
+    params = {r["config"]: {n: r[n] for n in t.best_params_} for r in t.trials_}
+    for config, model in zip(t.finalists_, t.ensemble_model_.members, strict=True):
+        chosen = tuned_recipe(recipe, params[config], p.seed)
+        export_best(model, chosen, p.splits, folder / f"config-{config}")
 
 
 def _metrics(recipe, model, splits) -> dict:

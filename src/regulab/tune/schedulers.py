@@ -30,7 +30,7 @@ class Cut(NamedTuple):
     diverged: torch.Tensor  # LongTensor: copies whose metric was NaN or infinite
 
 
-def _order(metric: torch.Tensor, mode: str) -> torch.Tensor:
+def best_first(metric: torch.Tensor, mode: str) -> torch.Tensor:
     """Copy indices best first, diverged last; equal metrics in index order."""
     _checks.one_of("mode", mode, MODES)
     if not isinstance(metric, torch.Tensor) or metric.ndim != 1:
@@ -50,7 +50,7 @@ def successive_halving_keep(metric, keep: int, mode: str = "min", *, groups=None
     first, then the others best first, up to `keep`.
     """
     _checks.positive_int("keep", keep)
-    order = _order(metric, mode)
+    order = best_first(metric, mode)
     K = len(order)
     finite = torch.isfinite(metric.detach())
     rank = torch.empty(K, dtype=torch.long)
@@ -129,7 +129,7 @@ def pbt_exploit_explore(
     if len(perturb) != 2 or not all(_checks.positive("perturb", f) for f in perturb):
         raise ValueError(f"perturb must be two factors > 0, such as (0.8, 1.25); got {perturb!r}")
     gen = generator if generator is not None else torch.Generator()
-    order = _order(metric, mode)
+    order = best_first(metric, mode)
     _check_hparams(hparams, space, len(order))
     finite = torch.isfinite(metric.detach())
     n, n_diverged = int(fraction * len(order)), int((~finite).sum())

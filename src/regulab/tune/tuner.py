@@ -31,8 +31,9 @@ from regulab.sweep.state import StackedRun
 from regulab.train_step import rng_fork
 from regulab.tune import pbt, trials
 from regulab.tune.budget import Plan, halving_plan
+from regulab.tune.ensemble import ensemble
 from regulab.tune.pbt import PbtPlan
-from regulab.tune.schedulers import strength_bins, successive_halving_keep
+from regulab.tune.schedulers import best_first, strength_bins, successive_halving_keep
 from regulab.tune.space import Space, draw, parse_space
 from regulab.tune.trials import METRICS
 
@@ -53,14 +54,20 @@ class Tuner:
     (optimizer, penalties, loss, batch size of tensors; default `Settings()`); seed replaces
     settings.train.seed and orders (x, y) tensors and DataLoaders. promotion, bins: keep the
     best copy of each of `bins` strength ranges per hyperparameter at every cut. grace: the
-    first rung's earliest epoch. pbt_interval: epochs between exploit steps (default
-    epochs // 4); pbt_fraction: the share replaced at each. metric: "val_loss" or
-    "val_accuracy". device: where the copies train. engine: "local" (one stacked run) or
-    "ray" (Hyperband's brackets as Ray tasks, `tune.ray_engine`; sh only); ray_address: None
-    (start a local Ray instance), "auto" or "host:port" (join a cluster).
+    first rung's earliest epoch. finalists: sh: the copies trained to the last epoch, every
+    cut keeping at least that many (the choice is made among them); pbt: the best of the
+    population at the end; with 2 or more they also vote as an ensemble. pbt_interval:
+    epochs between exploit steps (default epochs // 4); pbt_fraction: the share replaced at
+    each. metric: "val_loss" or "val_accuracy". device: where the copies train. engine:
+    "local" (one stacked run) or "ray" (Hyperband's brackets as Ray tasks, `tune.ray_engine`;
+    sh only); ray_address: None (start a local Ray instance), "auto" or "host:port" (join a
+    cluster).
 
     Learned: best_params_ (name -> float; pbt: the values at the end), best_index_ (the
     configuration; pbt: the copy), best_score_ (its metric), best_model_ (an nn.Module),
+    finalists_ (the configurations of the finalists, best first, diverged ones left out),
+    ensemble_model_ (`Ensemble` of the finalists' models, averaged probabilities for
+    cross-entropy, else outputs; None with fewer than two),
     trials_ (`tune.trials` rows), plan_, spent_ (single-run equivalents trained: the plan's
     cost, less when copies diverged and were dropped early),
     lineage_ (pbt's `Lineage`, else None), rank_agreement_ (rung -> Spearman's rho against the
@@ -82,6 +89,7 @@ class Tuner:
         promotion: bool = True,
         bins: int = 3,
         grace: int = 1,
+        finalists: int = 1,
         pbt_interval: int | None = None,
         pbt_fraction: float = 0.25,
         metric: str = "val_loss",
@@ -101,6 +109,7 @@ class Tuner:
         self.promotion = promotion
         self.bins = bins
         self.grace = grace
+        self.finalists = finalists
         self.pbt_interval = pbt_interval
         self.pbt_fraction = pbt_fraction
         self.metric = metric
@@ -117,6 +126,7 @@ class Tuner:
         _checks.one_of("metric", self.metric, tuple(METRICS))
         _checks.non_negative_int("seed", self.seed)
         _checks.positive_int("bins", self.bins)
+        _checks.positive_int("finalists", self.finalists)
         _checks.device("device", self.device)
         _checks.one_of("engine", self.engine, ENGINES)
         if not isinstance(self.promotion, bool):
@@ -143,12 +153,22 @@ class Tuner:
             )
         elif self.scheduler == "sh":
             plan = halving_plan(
-                self.budget, epochs, self.eta, configs=self.configs, grace=self.grace
+                self.budget,
+                epochs,
+                self.eta,
+                configs=self.configs,
+                grace=self.grace,
+                finalists=self.finalists,
             )
         else:
             plan = pbt.pbt_plan(
                 self.budget, epochs, self.configs, self.pbt_interval, self.pbt_fraction
             )
+            if self.finalists > plan.population:
+                raise ValueError(
+                    f"finalists must be at most the population ({plan.population}); "
+                    f"got {self.finalists}"
+                )
         return space, s, plan
 
     def fit(self, model, train, val) -> "Tuner":
@@ -187,11 +207,15 @@ class Tuner:
                     self.seed,
                     on_rung=self.on_rung,
                 )
-        best = int(successive_halving_keep(score, 1, METRICS[self.metric]).kept[0])
+        finite = int(torch.isfinite(score).sum())  # best first, diverged copies left out
+        order = best_first(score, METRICS[self.metric])[: min(self.finalists, finite)]
+        best = int(order[0])
         self.best_index_ = int(run.ids[best])
         self.best_params_ = {name: float(v[best]) for name, v in run.hparams.items()}
         self.best_score_ = float(score[best])
         self.best_model_ = run.model(best)
+        self.finalists_ = [int(run.ids[k]) for k in order.tolist()]
+        self.ensemble_model_ = ensemble([run.model(k) for k in order.tolist()], s)
         self.trials_ = rows
         self.plan_ = plan
         self.spent_ = spent / plan.epochs
