@@ -27,8 +27,8 @@ RECIPE = str(ROOT / "recipes" / "tune_digits.toml")
 OWN = str(ROOT / "examples" / "own_model" / "recipe.toml")
 SMALL = ("--set", "train.epochs=3", "--set", "model.hidden=[24]", "--set", "model.dropout=[0.2]")
 NO_DROPOUT = ("--set", "model.hidden=[]", "--set", "model.dropout=[]")
-FILES = {"config.json", "trials.csv", "summary.json", "best", "report.md", "hparams.png",
-         "curves.png", "budget.png"}  # fmt: skip
+FILES = {"config.json", "trials.csv", "summary.json", "best", "finalists", "report.md",
+         "hparams.png", "curves.png", "budget.png"}  # fmt: skip
 
 
 def read_csv(path):
@@ -207,3 +207,23 @@ def test_finalists_vote_and_slim_prunes_the_tuned_model(tmp_path):
     assert abs(pruned["unpruned"]["val_loss"] - s["best"]["val_loss"]) <= 1e-6
     assert pruned["unpruned"]["test_accuracy"] == s["best"]["test_accuracy"]
     assert pruned["results"][0]["channels_removed"] == 12
+
+
+def test_the_tuned_recipe_trains_again_to_the_tuned_model(tmp_path):
+    """label_smoothing, mixup and weight decay tuned; `regulab train best/recipe.json` then
+    trains the chosen configuration alone, by `fit`: the same validation loss. (No "|off":
+    a copy at mixup 0 still drew the mixing's random numbers, a recipe at 0 does not.)"""
+    out, again = tmp_path / "tune", tmp_path / "train"
+    space = "label_smoothing=uniform(0.01,0.3) mixup=log(0.1,1) weight_decay=log(1e-4,1e-2)"
+    code = run_cli("tune", RECIPE, *SMALL, "--space", space, "--budget", "2", "--seed", "2",
+                   "--out", str(out))  # fmt: skip
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())
+    chosen = json.loads((out / "best" / "recipe.json").read_text())
+    for name in ("label_smoothing", "mixup"):
+        assert chosen["train"][name] == s["best_params"][name]
+    assert chosen["optim"]["weight_decay"] == s["best_params"]["weight_decay"]
+    assert run_cli("train", str(out / "best" / "recipe.json"), "--out", str(again)) == 0
+    final = json.loads((again / "summary.json").read_text())["final"]
+    assert final["val_loss"] == pytest.approx(s["best"]["val_loss"], abs=1e-5)
+    assert final["test_accuracy"] == pytest.approx(s["best"]["test_accuracy"], abs=1e-12)

@@ -444,7 +444,7 @@ OUTSIDE = [
     ("tune.eta", 1, "an integer >= 2"),
     ("tune.scheduler", "asha", "one of sh, pbt"),
     ("tune.grace", 0, "an integer >= 1"),
-    ("tune.finalists", 0, "an integer >= 1"),
+    ("tune.finalists", -1, "an integer >= 0"),
     ("train.label_smoothing", 1.5, "a probability in [0, 1]"),
     ("train.mixup", -0.1, "a finite number >= 0"),
     ("train.cutmix", float("inf"), "a finite number >= 0"),

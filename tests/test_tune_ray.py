@@ -181,6 +181,9 @@ def test_merged_equals_the_brackets_in_sequence(ray_instance, monkeypatch):
     final = [r for r in t.trials_ if r["rung"] == last[r["bracket"]] and r["status"] == "alive"]
     best = min(final, key=lambda r: r["val_loss"])
     assert t.best_index_ == best["config"] and t.best_score_ == pytest.approx(best["val_loss"])
+    # the finalists (2 by default): the two best of the brackets' final survivors
+    assert t.finalists_ == [r["config"] for r in sorted(final, key=lambda r: r["val_loss"])[:2]]
+    assert len(t.ensemble_model_.members) == 2
     assert t.best_params_ == {n: best[n] for n in ("weight_decay", "dropout", "lr")}
     assert t.spent_ == pytest.approx(t.plan_.cost, abs=1e-12) and t.spent_ == 6.0
     assert sorted({r["config"] for r in t.trials_}) == list(range(9))

@@ -389,7 +389,8 @@ def test_finalists_train_to_the_end_and_vote_as_an_ensemble():
     loss, accuracy = evaluate(t.ensemble_model_, (x, y), "cross_entropy")
     assert loss == pytest.approx(-mean[torch.arange(len(y)), y].log().mean().item(), rel=1e-5)
     assert accuracy == pytest.approx((mean.argmax(1) == y).double().mean().item(), abs=1e-12)
-    assert _tuner(budget=4.0, configs=8).fit(model, _loader(), _val()).ensemble_model_ is None
+    one = _tuner(budget=4.0, configs=8, finalists=1).fit(model, _loader(), _val())
+    assert one.ensemble_model_ is None and one.finalists_ == [one.best_index_]
 
 
 def test_an_ensemble_of_regression_outputs_is_their_mean():

@@ -52,10 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--finalists",
-        type=positive_int,
+        type=non_negative_int,
         metavar="K",
         help="configurations trained to the end, the choice made among them; 2 or more are "
-        "also evaluated as an ensemble (default: tune.finalists, 1)",
+        "also evaluated as an ensemble; 0: 2 when the budget allows (default: tune.finalists, 0)",
     )
     p.add_argument(
         "--metric",

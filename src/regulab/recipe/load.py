@@ -23,16 +23,10 @@ from regulab.recipe.schema import SECTIONS, Recipe, check
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe file, apply `--set section.key=value` overrides, and check everything."""
+    """Read a recipe file (TOML; .json: a recipe as regulab writes it, such as a tuned
+    best/recipe.json), apply `--set section.key=value` overrides, and check everything."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise RecipeError(f"recipe '{path}' does not exist") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"recipe '{path}' cannot be read: {e}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML: {e}") from e
+    raw = _read(path)
     raw.setdefault("name", path.stem)
     if not isinstance(raw.get("base", ""), str):
         raise RecipeError(f"{path}: base must be a string (a folder); got {raw['base']!r}")
@@ -49,6 +43,27 @@ def load(path: str | Path, overrides: list[str] = ()) -> Recipe:
                 f"([variants.{'], [variants.'.join(setters)}]); change it there"
             )
     return recipe
+
+
+def _read(path: Path) -> dict:
+    """The recipe file's table: TOML, or JSON for a .json file."""
+    try:
+        text = path.read_text()
+        if path.suffix == ".json":
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                kind = type(raw).__name__
+                raise RecipeError(f"{path}: a recipe must be a JSON object; got {kind}")
+            return raw
+        return tomllib.loads(text)
+    except FileNotFoundError as e:
+        raise RecipeError(f"recipe '{path}' does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"recipe '{path}' cannot be read: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from e
+    except ValueError as e:
+        raise RecipeError(f"{path}: not valid JSON: {e}") from e
 
 
 def from_dict(raw: dict, source: str = "recipe") -> Recipe:

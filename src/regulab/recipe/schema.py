@@ -220,7 +220,7 @@ class Tune:
     scheduler: str = default("sh", ("sh", "pbt"))  # successive halving | population-based training
     promotion: bool = True  # sh: the best of every strength range goes on at each cut
     grace: int = default(1, AT_LEAST_1)  # sh: epochs before the first cut
-    finalists: int = default(1, AT_LEAST_1)  # copies trained to the end (2+: also an ensemble)
+    finalists: int = default(0, COUNT)  # trained to the end (2+: an ensemble); 0: 2 if budget >= 2
     pbt_interval: int = default(0, COUNT)  # pbt: epochs between exploit steps (0: epochs // 4)
     pbt_fraction: float = default(0.25, HALF_SHARE)  # pbt: share of copies replaced at each step
     metric: str = default("val_loss", ("val_loss", "val_accuracy"))  # what chooses (validation)

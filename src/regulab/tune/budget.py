@@ -202,13 +202,11 @@ def hyperband_plans(
     brackets: int | None = None,
     grace: int = 1,
     min_epochs: int = 1,
-    finalists: int = 1,
 ) -> list[Plan]:
     """Hyperband's brackets, most cuts first: each an independent successive halving with its
     own number of cuts s (rungs from E / eta**s), given an equal share of the budget and
     as many configurations (at least eta**s) as the share allows. `brackets` keeps the
     first few (the most aggressive); by default every s whose rungs fit in the epochs.
-    finalists: as `halving_plan`, in every bracket.
     """
     budget = _check(budget, epochs, eta, grace, min_epochs)
     found = _brackets(epochs, eta, grace, min_epochs)
@@ -222,11 +220,9 @@ def hyperband_plans(
             )
         cuts = cuts[:brackets]
     share = budget / len(cuts)
-    _checks.positive_int("finalists", finalists)
-    least = {s: max(eta**s, finalists) for s in cuts}
-    plans = [_most_configs(found[s], epochs, eta, share, least[s], finalists) for s in cuts]
+    plans = [_most_configs(found[s], epochs, eta, share, eta**s) for s in cuts]
     if None in plans:
-        need = max(_plan(least[s], found[s], epochs, eta, share, finalists).cost for s in cuts)
+        need = max(_plan(eta**s, found[s], epochs, eta, share).cost for s in cuts)
         raise ValueError(
             f"budget must be at least {need * len(cuts):.4g} single-run equivalents for "
             f"{len(cuts)} Hyperband brackets (eta {eta}, {epochs} epochs: {need:.4g} each); "

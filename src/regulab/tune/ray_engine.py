@@ -114,9 +114,7 @@ def hyperband_plan(tuner, epochs: int) -> HyperbandPlan:
             f"its share of the budget allows); got {tuner.configs!r}"
         )
     check_address(tuner.ray_address)
-    plans = hyperband_plans(
-        tuner.budget, epochs, tuner.eta, grace=tuner.grace, finalists=tuner.finalists
-    )
+    plans = hyperband_plans(tuner.budget, epochs, tuner.eta, grace=tuner.grace)
     return HyperbandPlan(tuple(plans), float(tuner.budget))
 
 
@@ -144,7 +142,7 @@ def run_bracket(tuner, model, data, space, settings, bracket: Bracket) -> dict:
             trials.score(run, val, tuner.metric)  # no accuracy (regression): refuse
         rows, spent, score, _ = halving(tuner, run, bracket.plan, space, val)
     finite = int(torch.isfinite(score).sum())
-    order = best_first(score, trials.METRICS[tuner.metric])[: min(tuner.finalists, finite)]
+    order = best_first(score, trials.METRICS[tuner.metric])[: min(tuner.finalists_wanted(), finite)]
     rows = [{"bracket": bracket.number, **r, "config": r["config"] + bracket.first} for r in rows]
     finalists = [
         {
@@ -184,13 +182,13 @@ def fit_brackets(tuner, model, train, val, space, settings, plan: HyperbandPlan)
     at = torch.tensor([f["score"] for f in every], dtype=torch.float64)
     chosen = [every[i] for i in best_first(at, trials.METRICS[tuner.metric]).tolist()]
     models = [rebuild(model, space.names, f["state"], tuner.device) for f in chosen]
-    models = models[: tuner.finalists]
+    models = models[: tuner.finalists_wanted()]
     return {
         "best_index_": chosen[0]["config"],
         "best_params_": chosen[0]["params"],
         "best_score_": chosen[0]["score"],
         "best_model_": models[0],
-        "finalists_": [f["config"] for f in chosen[: tuner.finalists]],
+        "finalists_": [f["config"] for f in chosen[: tuner.finalists_wanted()]],
         "ensemble_model_": ensemble(models, settings),
         "trials_": [row for r in results for row in r["rows"]],
         "plan_": plan,

@@ -100,7 +100,7 @@ def prepare(
     settings = path.settings(recipe, splits, len(loader), seed, on_epoch=on_epoch)
     tuner = Tuner(
         t.space, t.budget, t.eta, t.scheduler, configs=t.configs or None, settings=settings,
-        promotion=t.promotion, grace=t.grace, finalists=t.finalists,
+        promotion=t.promotion, grace=t.grace, finalists=t.finalists or None,
         pbt_interval=t.pbt_interval or None, pbt_fraction=t.pbt_fraction, metric=t.metric,
         seed=seed, device=recipe.train.device, engine=t.engine, ray_address=ray_address,
         on_rung=on_rung,

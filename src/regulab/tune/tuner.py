@@ -54,9 +54,11 @@ class Tuner:
     (optimizer, penalties, loss, batch size of tensors; default `Settings()`); seed replaces
     settings.train.seed and orders (x, y) tensors and DataLoaders. promotion, bins: keep the
     best copy of each of `bins` strength ranges per hyperparameter at every cut. grace: the
-    first rung's earliest epoch. finalists: sh: the copies trained to the last epoch, every
+    first rung's earliest epoch. finalists (None: 2 when the budget allows them, else 1;
+    pbt and ray: 2): sh: the copies trained to the last epoch, every
     cut keeping at least that many (the choice is made among them); pbt: the best of the
-    population at the end; with 2 or more they also vote as an ensemble. pbt_interval:
+    population at the end; engine "ray": the best of the brackets' final survivors; with 2
+    or more they also vote as an ensemble. pbt_interval:
     epochs between exploit steps (default epochs // 4); pbt_fraction: the share replaced at
     each. metric: "val_loss" or "val_accuracy". device: where the copies train. engine:
     "local" (one stacked run) or "ray" (Hyperband's brackets as Ray tasks, `tune.ray_engine`;
@@ -89,7 +91,7 @@ class Tuner:
         promotion: bool = True,
         bins: int = 3,
         grace: int = 1,
-        finalists: int = 1,
+        finalists: int | None = None,
         pbt_interval: int | None = None,
         pbt_fraction: float = 0.25,
         metric: str = "val_loss",
@@ -119,6 +121,13 @@ class Tuner:
         self.ray_address = ray_address
         self.on_rung = on_rung
 
+    def finalists_wanted(self) -> int:
+        """finalists, checked; None: 2, or 1 where a budget under 2 has room for one (sh)."""
+        if self.finalists is None:
+            small = _checks.positive("budget", self.budget) < 2
+            return 1 if self.scheduler == "sh" and self.engine == "local" and small else 2
+        return _checks.positive_int("finalists", self.finalists)
+
     def resolved(self, model) -> tuple[Space, Settings, Plan | PbtPlan]:
         """(space, settings, plan), checked against model without training; ValueError or
         TypeError in one line naming the argument."""
@@ -126,7 +135,6 @@ class Tuner:
         _checks.one_of("metric", self.metric, tuple(METRICS))
         _checks.non_negative_int("seed", self.seed)
         _checks.positive_int("bins", self.bins)
-        _checks.positive_int("finalists", self.finalists)
         _checks.device("device", self.device)
         _checks.one_of("engine", self.engine, ENGINES)
         if not isinstance(self.promotion, bool):
@@ -158,16 +166,16 @@ class Tuner:
                 self.eta,
                 configs=self.configs,
                 grace=self.grace,
-                finalists=self.finalists,
+                finalists=self.finalists_wanted(),
             )
         else:
             plan = pbt.pbt_plan(
                 self.budget, epochs, self.configs, self.pbt_interval, self.pbt_fraction
             )
-            if self.finalists > plan.population:
+            if self.finalists_wanted() > plan.population:
                 raise ValueError(
                     f"finalists must be at most the population ({plan.population}); "
-                    f"got {self.finalists}"
+                    f"got {self.finalists_wanted()}"
                 )
         return space, s, plan
 
@@ -208,7 +216,7 @@ class Tuner:
                     on_rung=self.on_rung,
                 )
         finite = int(torch.isfinite(score).sum())  # best first, diverged copies left out
-        order = best_first(score, METRICS[self.metric])[: min(self.finalists, finite)]
+        order = best_first(score, METRICS[self.metric])[: min(self.finalists_wanted(), finite)]
         best = int(order[0])
         self.best_index_ = int(run.ids[best])
         self.best_params_ = {name: float(v[best]) for name, v in run.hparams.items()}
