@@ -227,3 +227,39 @@ def test_the_tuned_recipe_trains_again_to_the_tuned_model(tmp_path):
     final = json.loads((again / "summary.json").read_text())["final"]
     assert final["val_loss"] == pytest.approx(s["best"]["val_loss"], abs=1e-5)
     assert final["test_accuracy"] == pytest.approx(s["best"]["test_accuracy"], abs=1e-12)
+
+
+FASHION = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (FASHION / "fashion-mnist").is_dir(), reason=f"no data in {FASHION}")
+def test_fashion_mnist_end_to_end(tmp_path):
+    """The shipped Fashion-MNIST MLP recipe, tuned on the real data (two small epochs)."""
+    out = tmp_path / "fashion"
+    code = run_cli("tune", str(ROOT / "recipes" / "dropout_mlp_fashion.toml"),
+                   "--space", "weight_decay=log(1e-5,1e-2) dropout=uniform(0,0.5)",
+                   "--budget", "1.5", "--configs", "2", "--eta", "2", "--finalists", "1",
+                   "--set", "train.epochs=2", "--set", "model.hidden=[32]",
+                   "--set", "model.dropout=[0.2]", "--data-dir", str(FASHION),
+                   "--out", str(out))  # fmt: skip
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["plan"]["rungs"] == [{"epoch": 1, "alive": 2}, {"epoch": 2, "alive": 1}]
+    assert s["spent"] == 1.5 and s["best"]["test_accuracy"] > 0.7  # 10,000 test images
+    model = slim.load(out / "best")
+    chosen = recipes.from_dict(json.loads((out / "best" / "recipe.json").read_text()))
+    chosen = recipes.place(chosen, str(FASHION))
+    val = build.load_data(chosen, s["seed"]).val
+    assert abs(evaluate(model, val, "cross_entropy")[0] - s["best_score"]) <= 1e-5
+
+
+def test_copies_that_would_not_fit_in_memory_are_refused(tmp_path, capsys, monkeypatch):
+    from regulab.sweep import memory
+
+    monkeypatch.setattr(memory, "available", lambda device: 64 * 2**10)  # 64 KiB free
+    out = tmp_path / "run"
+    assert run_cli("tune", RECIPE, *SMALL, "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "configs: 5 copies of the model need an estimated" in err
+    assert "more than 90 % of the 64.0 KiB available on cpu" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -61,6 +61,14 @@ def available(device) -> int | None:
     return None
 
 
+def size(n: float) -> str:
+    """Bytes as text in GiB, MiB or KiB, whichever shows them best."""
+    for unit, scale in (("GiB", GiB), ("MiB", 2**20)):
+        if n >= 0.1 * scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
 def states_per_parameter(optim) -> int:
     """Tensors of state the optimizer keeps per parameter (optim: a `schema.Optim`)."""
     return {"sgd": 1 if optim.momentum else 0, "adam": 2, "adamw": 2}[optim.name]

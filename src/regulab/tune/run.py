@@ -146,9 +146,9 @@ def _check_memory(recipe, model, splits, k: int) -> None:
     free = memory.available(recipe.train.device)
     if free is not None and need["total"] > 0.9 * free:
         raise UsageError(
-            f"configs: {k} copies of the model need an estimated {need['total'] / memory.GiB:.2f}"
-            f" GiB, more than 90 % of the {free / memory.GiB:.1f} GiB available on "
-            f"{recipe.train.device}: lower --budget or --configs, or train.batch_size"
+            f"configs: {k} copies of the model need an estimated {memory.size(need['total'])}, "
+            f"more than 90 % of the {memory.size(free)} available on {recipe.train.device}: "
+            "lower --budget or --configs, or train.batch_size"
         )
 
 
