@@ -172,7 +172,7 @@ epochs = 2
 batch_size = 128
 eval_train = 200
 [tune]
-space = "weight_decay=log(1e-4,1e-2) bn_sparsity=log(1e-5,1e-3)"
+space = "weight_decay=log(1e-4,1e-2) bn_sparsity=log(1e-5,1e-3) drop_block=uniform(0.05,0.3)"
 budget = 3
 configs = 4
 eta = 2
@@ -187,6 +187,8 @@ def test_finalists_vote_and_slim_prunes_the_tuned_model(tmp_path):
     assert run_cli("tune", str(recipe), "--seed", "3", "--out", str(out)) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["plan"]["rungs"][-1] == {"epoch": 2, "alive": 2}
+    tuned = json.loads((out / "best" / "recipe.json").read_text())  # DropBlock layers added
+    assert tuned["model"]["drop_block"] == s["best_params"]["drop_block"] > 0
     # the two finalists, saved, averaged by hand: the ensemble's validation figures
     e = s["ensemble"]
     assert e["members"][0] == s["best_config"] and len(e["members"]) == 2

@@ -521,3 +521,23 @@ def test_modules_check_p_once_not_on_every_forward(monkeypatch):
     monkeypatch.setattr(layers, "_check_p", fail)
     for module in modules:
         assert module(torch.ones(4, 3)).shape == (4, 3)
+
+
+def test_drop_block2d_with_a_tensor_p_draws_as_a_float_one_and_differs_per_copy():
+    x = torch.randn(4, 3, 9, 9)
+    torch.manual_seed(5)
+    want = drop_block2d(x, 0.3, 3)
+    torch.manual_seed(5)
+    assert torch.equal(drop_block2d(x, torch.tensor(0.3), 3), want)
+    ps = torch.tensor([0.0, 0.1, 0.3])  # three stacked copies, the same draws
+    torch.manual_seed(5)
+    out = torch.func.vmap(lambda p: drop_block2d(x, p, 3), randomness="same")(ps)
+    for k, p in enumerate(ps.tolist()):
+        torch.manual_seed(5)
+        torch.testing.assert_close(out[k], drop_block2d(x, torch.tensor(p), 3), rtol=0, atol=0)
+    torch.testing.assert_close(out[0], x, rtol=1e-6, atol=0)  # p = 0: drew, dropped nothing
+    assert (out[2] == 0).any()
+    layer = DropBlock2d(torch.tensor(0.2), block_size=3)
+    assert "p" in dict(layer.named_buffers()) and "block_size=3" in repr(layer)
+    with pytest.raises(ValueError, match=r"p must be a number or a 0-d tensor; got shape \(2,\)"):
+        drop_block2d(x, torch.tensor([0.1, 0.2]), 3)

@@ -250,6 +250,24 @@ def test_searchable_names_what_each_model_takes():
     assert searchable(res) == [*OPTIMIZER_LEVEL, "bn_sparsity", "drop_path", *BATCH_LEVEL]
     assert "dropout" in searchable(nn.Sequential(nn.Linear(2, 2), nn.Dropout2d(0.1)))
     assert "drop_path" not in searchable(models.resnet_bn(widths=(4,), blocks=(1,)))
+    blocks = models.vgg_bn([4, "M", 8, "M"], drop_block=0.1)
+    assert searchable(blocks) == [*OPTIMIZER_LEVEL, "bn_sparsity", "drop_block", *BATCH_LEVEL]
+
+
+def test_vgg_bn_drop_block_with_weight_decay_and_lr_equals_fit_per_copy():
+    """DropBlock (arXiv:1810.12890) per copy: each copy against a fit of a VGG-BN whose
+    DropBlock2d layers have its p (a float), from the same draws."""
+    x, y = _images(48)
+    hparams = {
+        "drop_block": [0.1, 0.4, 0.25],
+        "weight_decay": [1e-2, 0.0, 1e-3],
+        "lr": [0.05, 0.1, 0.02],
+    }
+    s = Settings(optim=schema.Optim(lr=0.05, momentum=0.9), train=schema.Train(epochs=2, seed=3))
+    build = functools.partial(models.vgg_bn, [4, 8, "M", 8, "M"], drop_block_size=2)
+    stacked = _compare(build, hparams, x, y, s, rates=("drop_block",))
+    layers = [m for m in stacked.model(1).modules() if type(m).__name__ == "DropBlock2d"]
+    assert layers and all(float(m.p) == pytest.approx(0.4) for m in layers)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +276,8 @@ def test_searchable_names_what_each_model_takes():
         ("mlp", {}, ValueError, r"hparams must be a non-empty dict name -> values; got \{\}"),
         ("mlp", {"l3": [0.1]}, ValueError, r"hparams name must be one of 'lr', .*; got 'l3'"),
         ("mlp", {"drop_block": [0.1]}, ValueError,
-         r"hparams: 'drop_block' is not searchable: regulab.DropBlock2d takes a float p"),
+         r"hparams 'drop_block' needs a model with DropBlock layers \(regulab.DropBlock2d\); "
+         r"it has none"),
         ("mlp", {"dropout": [0.1]}, ValueError,
          r"hparams 'dropout' needs a model with Dropout layers \(.*\); it has none \(this "
          r"model takes: lr, weight_decay, l2, l1, max_norm, label_smoothing, mixup, cutmix, "

@@ -269,7 +269,8 @@ class Regression(nn.Module):
         ({"space": {}}, None, True, ValueError, r"space must name at least one hyperparameter"),
         ({"space": "foo=log(1,2)"}, None, True, ValueError, r"unknown hyperparameter 'foo'"),
         ({"space": "drop_block=uniform(0,0.2)"}, None, True, ValueError,
-         r"'drop_block' cannot be tuned \(regulab.DropBlock2d takes a float p"),
+         r"'drop_block' needs a model with DropBlock layers \(regulab.DropBlock2d\); this model "
+         r"has none"),
         ({"space": "dropout=uniform(0,0.5)"}, 0.0, True, ValueError,
          r"space: 'dropout' needs a model with Dropout layers.*; this model has none \(it takes"),
         ({"space": "bn_sparsity=log(1e-5,1e-3)"}, None, True, ValueError,

@@ -169,20 +169,32 @@ def drop_block2d(
     and bw = min(block_size, W). Each sample and channel gets its own mask; the
     output is rescaled by (number of elements) / (number kept), as in the paper.
     Overlapping blocks make the dropped fraction somewhat below p for large p.
-    block_size = 1 is dropout with a batch-wise rescaling.
+    block_size = 1 is dropout with a batch-wise rescaling. p may be a 0-d tensor (one
+    rate per stacked copy under `torch.func.vmap`); a tensor p always draws, even at 0.
     """
-    p = _checks.probability("p", p)
+    p = _check_p(p)
+    if isinstance(p, torch.Tensor) and p.ndim != 0:
+        raise ValueError(f"p must be a number or a 0-d tensor; got shape {tuple(p.shape)}")
     _checks.positive_int("block_size", block_size)
+    return _drop_block2d(x, p, block_size, training, generator)
+
+
+def _drop_block2d(x, p, block_size, training, generator):
+    """drop_block2d without checking the values of p; see `_dropout`."""
     _check_input(x, p)
     if x.ndim != 4:
         raise ValueError(
             f"x must be a batch of feature maps (N, C, H, W); got shape {tuple(x.shape)}"
         )
-    if not training or p == 0.0:
+    if not training or (isinstance(p, float) and p == 0.0):
         return x
     n, c, h, w = x.shape
     bh, bw = min(block_size, h), min(block_size, w)
-    gamma = min(1.0, p * h * w / (bh * bw * (h - bh + 1) * (w - bw + 1)))
+    rate = p * h * w / (bh * bw * (h - bh + 1) * (w - bw + 1))
+    if isinstance(p, torch.Tensor):
+        gamma = rate.to(x.device, _draw_dtype(x)).clamp(max=1.0)
+    else:
+        gamma = min(1.0, rate)
     corners = (_rand((n, c, h - bh + 1, w - bw + 1), x, generator) < gamma).to(x.dtype)
     # a block whose top-left corner is (i, j) covers rows i..i+bh-1 and columns j..j+bw-1,
     # so a pixel is dropped when a corner lies in the bh x bw window above and left of it
@@ -237,16 +249,15 @@ class DropPath(Dropout):
         return _drop_path(x, self.p, self.training, None)
 
 
-class DropBlock2d(nn.Module):
-    """DropBlock for (N, C, H, W) feature maps; see `drop_block2d`."""
+class DropBlock2d(Dropout):
+    """DropBlock for (N, C, H, W) feature maps; see `drop_block2d`. A tensor p is a buffer."""
 
-    def __init__(self, p: float = 0.1, block_size: int = 7):
-        super().__init__()
-        self.p = _checks.probability("p", p)
+    def __init__(self, p: float | torch.Tensor = 0.1, block_size: int = 7):
+        super().__init__(p)
         self.block_size = _checks.positive_int("block_size", block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_block2d(x, self.p, self.block_size, self.training)
+        return _drop_block2d(x, self.p, self.block_size, self.training, None)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, block_size={self.block_size}"
+        return f"{super().extra_repr()}, block_size={self.block_size}"

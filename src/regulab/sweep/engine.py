@@ -155,6 +155,6 @@ def _check_values(param: str, values) -> list[float]:
         raise ValueError("values must hold at least one strength; got none")
     for v in values:
         _checks.non_negative(param, v)
-    if param in ("dropout", "drop_path") and max(values) >= 1:
+    if param in ("dropout", "drop_path", "drop_block") and max(values) >= 1:
         raise ValueError(f"{param} p must be in [0, 1); got {max(values)}")
     return values

@@ -7,10 +7,11 @@ names. The optimizer-level ones act on any model; dropout needs dropout layers
 to its value; drop_path needs regulab's `DropPath` (stochastic depth, arXiv:1603.09382)
 and is the largest rate, each layer keeping its ratio to the model's largest (the
 linear rule of `models.resnet_bn`); bn_sparsity needs BatchNorm layers (Network
-Slimming, arXiv:1708.06519). The names of `batch.BATCH` (label_smoothing, mixup, cutmix,
-crop, cutout, noise) act on the batch and the loss, not the model: `batch.check` refuses
-them for a loss other than cross-entropy or for inputs that are not images. DropBlock is
-not searchable: `regulab.DropBlock2d` takes a float p only, so its rate cannot differ per copy.
+Slimming, arXiv:1708.06519); drop_block needs regulab's `DropBlock2d` (Ghiasi et al.,
+arXiv:1810.12890) and sets them all to its value. The names of `batch.BATCH` (label_smoothing,
+mixup, cutmix, crop, cutout, noise) act on the batch and the loss, not the model:
+`batch.check` refuses them for a loss other than cross-entropy or for inputs that are not
+images.
 """
 
 import torch
@@ -20,17 +21,18 @@ from regulab import _checks
 from regulab.metrics import LOSSES
 from regulab.recipe.schema import L1_MODES, OPTIMIZERS
 from regulab.sweep.batch import BATCH, INTEGER
-from regulab.sweep.native import DROP_PATH, SWEPT, set_dropout, swap_dropout
+from regulab.sweep.native import DROP_BLOCK, DROP_PATH, SWEPT, set_dropout, swap_dropout
 from regulab.sweep.update import FIELDS, bn_scale_names
 
 LAYERS = {  # the hyperparameters set on the model's layers: the layer types that take them
     "dropout": "Dropout layers (regulab.Dropout, nn.Dropout, nn.Dropout1d/2d/3d)",
     "drop_path": "DropPath layers (regulab.DropPath)",
+    "drop_block": "DropBlock layers (regulab.DropBlock2d)",
 }
-# lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout, drop_path, then the batch's and
-# loss's own (`batch.BATCH`): label_smoothing, mixup, cutmix, crop, cutout, noise
+# lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout, drop_path, drop_block, then the
+# batch's and loss's own (`batch.BATCH`): label_smoothing, mixup, cutmix, crop, cutout, noise
 HPARAMS = (*FIELDS, *LAYERS, *BATCH)
-NOT_SEARCHABLE = {"drop_block": "regulab.DropBlock2d takes a float p, not one per copy"}
+NOT_SEARCHABLE = {}  # name -> why the stacked engine cannot search it (none at present)
 PRECISION = "fp32"  # the one train.precision the stacked step runs (no autocast, no scaler)
 
 
@@ -42,6 +44,7 @@ def searchable(model: nn.Module) -> list[str]:
     has = {
         "dropout": torch_dropout or bool(kinds & set(SWEPT)),
         "drop_path": bool(kinds & set(DROP_PATH)),
+        "drop_block": bool(kinds & set(DROP_BLOCK)),
         "bn_sparsity": bool(bn_scale_names(model)),
     }
     return [name for name in HPARAMS if has.get(name, True)]
@@ -108,16 +111,19 @@ def prepare(models: list[nn.Module], names, what: str = "hparams") -> None:
             set_dropout(m, 0.5)
         if "drop_path" in names:
             set_dropout(m, 0.5, DROP_PATH)
+        if "drop_block" in names:
+            set_dropout(m, 0.5, DROP_BLOCK)
 
 
 def rate_ratios(model: nn.Module, name: str) -> dict[str, float]:
     """The p buffers that hyperparameter name sets, each with the factor its value takes:
-    dropout sets every Dropout layer to the value; drop_path sets each DropPath layer to
+    dropout (drop_block) sets every Dropout (DropBlock2d) layer to the value; drop_path sets
+    each DropPath layer to
     the value times its rate over the model's largest (resnet_bn's linear rule; all 1
     when the model's rates are 0)."""
-    layers = SWEPT if name == "dropout" else DROP_PATH
+    layers = {"dropout": SWEPT, "drop_path": DROP_PATH, "drop_block": DROP_BLOCK}[name]
     named = [(f"{n}.p" if n else "p", m) for n, m in model.named_modules() if type(m) in layers]
-    if name == "dropout":
+    if name != "drop_path":
         return {buffer: 1.0 for buffer, _ in named}
     rates = {buffer: float(m.p) for buffer, m in named}
     top = max(rates.values(), default=0.0)

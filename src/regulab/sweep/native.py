@@ -19,7 +19,7 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, IterableDataset
 
 from regulab.data.loader import TensorLoader
-from regulab.layers import ChannelDropout, Dropout, DropPath
+from regulab.layers import ChannelDropout, DropBlock2d, Dropout, DropPath
 from regulab.metrics import LOSSES, mean_loss, unpack
 from regulab.train_step import rng_fork
 
@@ -27,6 +27,7 @@ REFUSED = (nn.AlphaDropout, nn.FeatureAlphaDropout)
 CHANNEL = {nn.Dropout1d: 2, nn.Dropout2d: None, nn.Dropout3d: 4}  # ndim of one example
 SWEPT = (Dropout, ChannelDropout)  # the layers whose p a dropout sweep sets (not DropPath)
 DROP_PATH = (DropPath,)  # the layers whose p a drop_path search sets
+DROP_BLOCK = (DropBlock2d,)  # the layers whose p a drop_block search sets
 
 
 def swap_dropout(model: nn.Module) -> int:

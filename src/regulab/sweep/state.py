@@ -65,6 +65,7 @@ class StackedRun:
         self.rates = {"drop_path": hp.rate_ratios(given[0], "drop_path")}
         hp.prepare(models, list(self.hparams), what)
         self.rates["dropout"] = hp.rate_ratios(models[0], "dropout")
+        self.rates["drop_block"] = hp.rate_ratios(models[0], "drop_block")
         self.like = models[0]  # the model's structure: names of weights and scales
         self.stacked = Stacked(models, k=k if shared else None)
         self.stacked.diverged_epoch = torch.zeros(k, dtype=torch.long)

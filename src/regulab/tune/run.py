@@ -130,12 +130,17 @@ def _check_recipe(recipe) -> None:
 
 def _with_dropout_layers(recipe, names):
     """A bundled MLP or VGG without dropout gets dropout layers when dropout is searched (the
-    copies set their p), as `regulab sweep --param dropout` does; other recipes as given."""
+    copies set their p), as `regulab sweep --param dropout` does, and a VGG-BN without
+    DropBlock its DropBlock layers when drop_block is; other recipes as given."""
     m = recipe.model
-    if "dropout" not in names or m.factory or m.dropout or m.name not in path.DROPOUT_MODELS:
+    if m.factory:
         return recipe
-    layers = len(m.hidden) if m.name == "mlp" else 1
-    return dataclasses.replace(recipe, model=dataclasses.replace(m, dropout=[0.5] * layers))
+    if "dropout" in names and not m.dropout and m.name in path.DROPOUT_MODELS:
+        layers = len(m.hidden) if m.name == "mlp" else 1
+        m = dataclasses.replace(m, dropout=[0.5] * layers)
+    if "drop_block" in names and not m.drop_block and m.name == "vgg_bn":
+        m = dataclasses.replace(m, drop_block=0.5)
+    return dataclasses.replace(recipe, model=m)
 
 
 def _check_memory(recipe, model, splits, k: int) -> None:
@@ -167,8 +172,8 @@ def tuned_recipe(recipe: recipes.Recipe, params: dict, seed: int | None = None):
         elif name == "dropout" and not recipe.model.factory:
             layers = len(recipe.model.hidden) if recipe.model.name == "mlp" else 1
             raw["model"]["dropout"] = [value] * layers
-        elif name == "drop_path" and not recipe.model.factory:
-            raw["model"]["drop_path"] = value
+        elif name in ("drop_path", "drop_block") and not recipe.model.factory:
+            raw["model"][name] = value
     return recipes.from_dict(raw, source="the tuned recipe")
 
 
@@ -183,8 +188,8 @@ def recipe_values(recipe: recipes.Recipe, names) -> dict:
             out[name] = float(getattr(getattr(recipe, section), key))
         elif name == "dropout" and not recipe.model.factory:
             out[name] = max(recipe.model.dropout, default=0.0)
-        elif name == "drop_path" and not recipe.model.factory:
-            out[name] = recipe.model.drop_path
+        elif name in ("drop_path", "drop_block") and not recipe.model.factory:
+            out[name] = getattr(recipe.model, name)
     return out
 
 
