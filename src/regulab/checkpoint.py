@@ -16,8 +16,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from regulab.errors import RunFolderError
 
 NAME = re.compile(r"^epoch-(\d{4,})$")
 
@@ -100,13 +102,73 @@ def latest(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> tuple[dict, dict]:
-    """Return (model_state, state) of the checkpoint folder `path`, tensors on `device`."""
+def header(file: Path) -> dict[str, list[int]]:
+    """{tensor name: shape} of a safetensors file, from its header alone (which safetensors
+    checks against the file's size); RunFolderError naming the checkpoint otherwise."""
+    file = Path(file)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (OSError, ValueError, SafetensorError) as e:  # SafetensorError: truncated, not one
+        raise RunFolderError(f"checkpoint '{file.parent}' cannot be read: {file.name}: {e}") from e
+
+
+def inspect(path: Path) -> tuple[dict, dict, object]:
+    """(model shapes, state shapes, state.json) of the checkpoint folder `path`, every tensor
+    that state.json names present in state.safetensors; reads no tensor data."""
     path = Path(path)
+    model, tensors = header(path / "model.safetensors"), header(path / "state.safetensors")
+    try:
+        skeleton = json.loads((path / "state.json").read_text())
+        names = references(skeleton)
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"checkpoint '{path}' cannot be read: state.json: {e}") from e
+    missing = sorted(set(names) - set(tensors))
+    if missing:
+        raise RunFolderError(
+            f"checkpoint '{path}' cannot be read: state.json names the tensor {missing[0]!r}, "
+            "which state.safetensors does not hold"
+        )
+    return model, tensors, skeleton
+
+
+def references(obj) -> list[str]:
+    """The tensor names a skeleton of `split_tensors` refers to; ValueError for a malformed tag."""
+    if isinstance(obj, list):
+        return [name for v in obj for name in references(v)]
+    if not isinstance(obj, dict):
+        return []
+    if "__tensor__" in obj:
+        if set(obj) != {"__tensor__"} or not isinstance(obj["__tensor__"], str):
+            raise ValueError(f'a tensor reference must be {{"__tensor__": name}}; got {obj}')
+        return [obj["__tensor__"]]
+    if set(obj) == {"__items__"}:
+        items = obj["__items__"]
+        if not isinstance(items, list) or not all(_pair(item) for item in items):
+            raise ValueError(f"__items__ must be a list of [key, value] pairs; got {items!r:.80}")
+        return [name for _, v in items for name in references(v)]
+    if set(obj) == {"__tuple__"}:
+        if not isinstance(obj["__tuple__"], list):
+            raise ValueError(f"__tuple__ must be a list; got {obj['__tuple__']!r:.80}")
+        return references(obj["__tuple__"])
+    return references(list(obj.values()))
+
+
+def _pair(item) -> bool:
+    return isinstance(item, list) and len(item) == 2 and not isinstance(item[0], list | dict)
+
+
+def load(path: Path, device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """Return (model_state, state) of the checkpoint folder `path`, tensors on `device`.
+
+    The files are checked first (`inspect`); a fault is a RunFolderError (a ValueError)
+    naming the checkpoint. Nothing is unpickled.
+    """
+    path = Path(path)
+    _, _, skeleton = inspect(path)
     try:
         model_state = load_file(str(path / "model.safetensors"), device=str(device))
         tensors = load_file(str(path / "state.safetensors"), device=str(device))
-        skeleton = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError, SafetensorError) as e:  # SafetensorError: corrupt file
-        raise ValueError(f"checkpoint '{path}' cannot be read: {e}") from e
+    except (OSError, ValueError, SafetensorError) as e:  # changed since inspect
+        raise RunFolderError(f"checkpoint '{path}' cannot be read: {e}") from e
     return model_state, join_tensors(skeleton, tensors)

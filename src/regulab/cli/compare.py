@@ -30,6 +30,7 @@ def run(args, console) -> int:
     out = args.out or runs.default_run_dir("compare")
     try:
         loaded = compare.load_runs(args.runs)
+        compare.same_task(loaded)  # a regression run is not ranked against a classification run
     except ValueError as e:  # a folder that is not a run: exit 2, nothing written
         raise UsageError(str(e)) from e
     summary = recipe_run.compare_command(loaded, out, overwrite=args.overwrite)

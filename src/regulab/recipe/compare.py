@@ -11,18 +11,16 @@ Only completed runs enter the means; diverged and running runs are counted.
 """
 
 import csv
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from regulab import tables
+from regulab import run_files, tables
+from regulab.errors import RunFolderError
 from regulab.recipe.compare_plot import curve_band, plot_curves  # noqa: F401 (part of this API)
-from regulab.train import COLUMNS
 
-METRICS_HEADER = ",".join(COLUMNS)  # metrics.csv of a run: the columns of fit's history
 METRICS = (  # the final metrics that are aggregated
     "train_loss",
     "val_loss",
@@ -49,10 +47,6 @@ TABLE_COLUMNS = (
     ("‖w‖", "w_norm"),
     ("zeros", "zero_fraction"),
 )
-EXPECTED = (
-    "expected a run folder written by `regulab train` (summary.json and metrics.csv) or a "
-    "multi-run folder (a summary.json listing its runs)"
-)
 
 
 @dataclass
@@ -73,102 +67,39 @@ class Run:
         self.label = self.label or self.variant
 
 
-def _summary(path: Path) -> dict:
-    """summary.json of a folder made by `regulab train`; ValueError naming path otherwise."""
-    if not path.exists():
-        raise ValueError(f"run folder '{path}' does not exist; {EXPECTED}")
-    if not path.is_dir():
-        raise ValueError(f"'{path}' is a file, not a folder; {EXPECTED}")
-    try:
-        summary = json.loads((path / "summary.json").read_text())
-    except FileNotFoundError:
-        raise ValueError(f"'{path}' has no summary.json; {EXPECTED}") from None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read '{path / 'summary.json'}' ({e}); {EXPECTED}") from None
-    if not isinstance(summary, dict) or summary.get("command") != "train":
-        command = summary.get("command") if isinstance(summary, dict) else None
-        raise ValueError(
-            f"'{path / 'summary.json'}' is not from `regulab train` (command {command!r}); "
-            f"{EXPECTED}"
-        )
-    return summary
-
-
-def _history(path: Path) -> list[dict]:
-    """The rows of path/metrics.csv with floats, None for empty cells and int epochs."""
-    file = path / "metrics.csv"
-    try:
-        with file.open(newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, [])
-            body = list(enumerate(reader, start=2))
-    except OSError as e:
-        raise ValueError(f"cannot read '{file}' ({e.strerror}); {EXPECTED}") from None
-    missing = [c for c in METRICS_HEADER.split(",") if c not in header]
-    if missing:
-        raise ValueError(f"'{file}' lacks the columns {missing}; expected {METRICS_HEADER}")
-    history = []
-    for line, cells in body:
-        if len(cells) != len(header):
-            raise ValueError(
-                f"'{file}' line {line} has {len(cells)} cells; expected {len(header)}, one per "
-                "column of the header"
-            )
-        try:
-            row = {k: float(v) if v != "" else None for k, v in zip(header, cells, strict=True)}
-            row["epoch"] = int(cells[header.index("epoch")])
-        except ValueError:
-            raise ValueError(
-                f"'{file}' line {line} holds a cell that is not a number: {cells}; expected "
-                "numbers, or empty cells for values not measured, and an integer epoch"
-            ) from None
-        history.append(row)
-    return history
-
-
 def _run(path: Path, summary: dict) -> Run:
-    missing = [k for k in ("variant", "seed", "status", "final") if k not in summary]
-    if missing:
-        raise ValueError(f"'{path / 'summary.json'}' lacks {missing}; {EXPECTED}")
     return Run(
         path=path,
-        variant=str(summary["variant"]),
+        variant=summary["variant"],
         seed=summary["seed"],
         status=summary["status"],
         task=summary.get("task"),
         loss=summary.get("loss"),
         final=dict(summary["final"] or {}),
-        history=_history(path),
+        history=run_files.metrics(path),
     )
 
 
 def load_runs(paths) -> list[Run]:
     """Read run folders and multi-run folders (expanded in the order of their "runs" list).
 
-    A run reached twice (the same folder after resolving) is kept once. Raises
-    ValueError naming the path for anything that is not a run or multi-run folder.
+    A run reached twice (the same folder after resolving) is kept once. Every file is read
+    by `run_files`: anything that is not a run or multi-run folder as regulab writes it is a
+    RunFolderError (a ValueError) naming the file.
     """
     runs, sources, seen = [], [], set()
     for given in map(Path, paths):
-        summary = _summary(given)
+        summary = run_files.summary(given)
         if "runs" in summary:
-            listed = summary["runs"]
-            if not isinstance(listed, list):
-                raise ValueError(
-                    f"'{given / 'summary.json'}': \"runs\" must be a list of run folder paths "
-                    f"relative to '{given}'; got {listed!r}"
-                )
-            if not listed:
-                raise ValueError(f"'{given / 'summary.json'}' lists no runs; {EXPECTED}")
             members = []
-            for rel in listed:
+            for rel in summary["runs"]:
                 path = given / rel
                 try:
-                    inner = _summary(path)
-                except ValueError as e:
-                    raise ValueError(f"{e} (listed in '{given / 'summary.json'}')") from None
+                    inner = run_files.summary(path)
+                except RunFolderError as e:
+                    raise RunFolderError(f"{e} (listed in '{given / 'summary.json'}')") from None
                 if "runs" in inner:
-                    raise ValueError(
+                    raise RunFolderError(
                         f"'{path}' (listed in '{given}') is a multi-run folder; "
                         "expected a run folder"
                     )
@@ -184,6 +115,18 @@ def load_runs(paths) -> list[Run]:
     return runs
 
 
+def same_task(runs: list[Run]) -> None:
+    """Refuse to rank runs of different tasks (a classification and a regression run)."""
+    tasked = [r for r in runs if r.task is not None]
+    for run in tasked:
+        other = tasked[0]
+        if other.task != run.task:
+            raise RunFolderError(
+                f"runs of different tasks cannot be ranked in one report: '{other.path}' is "
+                f"{other.task}, '{run.path}' is {run.task}; compare them separately"
+            )
+
+
 def _label(runs: list[Run], sources: list[Path]) -> None:
     """Relabel variants whose (variant, seed) occurs twice as "<folder>/<variant>"."""
     counts = Counter((run.variant, run.seed) for run in runs)
@@ -195,7 +138,7 @@ def _label(runs: list[Run], sources: list[Path]) -> None:
     for run in runs:
         other = first.setdefault((run.label, run.seed), run)
         if other is not run:
-            raise ValueError(
+            raise RunFolderError(
                 f"runs '{other.path}' and '{run.path}' are both variant '{run.variant}' seed "
                 f"{run.seed} and cannot be told apart by their folder names ('{run.label}'); "
                 "compare them in separate reports or rename one of the folders"
@@ -280,12 +223,16 @@ def findings(groups: list[dict], runs: list[Run]) -> list[str]:
     """Sentences computed from the table: smallest gap, best test score, excluded runs."""
     text = []
     losses = sorted({r.loss for r in runs if r.loss})
+    tasks = sorted({r.task for r in runs if r.task})
     if len(losses) > 1:
         text.append(
             f"The runs use different losses ({', '.join(losses)}): their loss values and gaps "
             "are not comparable across those runs."
         )
-    with_gap = [g for g in groups if g["gap"] is not None]
+    if len(tasks) > 1:
+        text.append(f"The runs solve different tasks ({', '.join(tasks)}): they are not ranked.")
+    ranked = groups if len(tasks) < 2 else []  # NaN and None never win below
+    with_gap = [g for g in ranked if run_files.finite(g["gap"])]
     if len(with_gap) > 1:
         lo = min(with_gap, key=lambda g: abs(g["gap"]))
         hi = max(with_gap, key=lambda g: abs(g["gap"]))
@@ -298,11 +245,11 @@ def findings(groups: list[dict], runs: list[Run]) -> list[str]:
         ("test_accuracy", max, "the best test accuracy"),
         ("test_loss", min, "the lowest test loss"),
     ):
-        scored = [g for g in groups if g[key] is not None]
+        scored = [g for g in ranked if run_files.finite(g[key])]
         if len(scored) > 1:
             top = best(scored, key=lambda g, k=key: g[k])
             text.append(f"**{top['variant']}** has {what}: {_pm(top, key)}.")
-    zeros = [g for g in groups if g["zero_fraction"]]
+    zeros = [g for g in ranked if run_files.finite(g["zero_fraction"]) and g["zero_fraction"]]
     if zeros:
         top = max(zeros, key=lambda g: g["zero_fraction"])
         text.append(

@@ -18,6 +18,7 @@ import typing
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from regulab import run_files
 from regulab.errors import RecipeError
 from regulab.recipe.schema import SECTIONS, Recipe, check
 
@@ -245,26 +246,28 @@ def place(recipe: Recipe, data_dir=None, device: str | None = None) -> Recipe:
     return recipe
 
 
-def stored_run(folder: Path, option: str) -> dict:
-    """config.json of a run folder of `regulab train`; errors name `option`."""
-    try:
-        stored = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecipeError(
-            f"{option} must be a run folder of `regulab train` (with its config.json); "
-            f"cannot read '{folder / 'config.json'}': {e}"
-        ) from e
-    if not isinstance(stored, dict) or stored.get("command") != "train" or "recipe" not in stored:
-        raise RecipeError(f"{option} must be a run folder of `regulab train`; '{folder}' is not")
-    return stored
+def stored_run(folder: Path, option: str, also: str = "") -> dict:
+    """config.json of a run folder of `regulab train`, checked (`run_files.train_config`);
+    errors name `option`, and `also` another kind of folder it takes."""
+    return run_files.train_config(folder, option, also)
 
 
 def resumed(folder: Path, path: str | Path | None = None, data_dir=None) -> tuple[Recipe, list]:
-    """(recipe, seeds) of the run in folder, for `--resume`; RECIPE, if given, must match it."""
+    """(recipe, seeds) of the run in folder, for `--resume`; RECIPE, if given, must match it.
+
+    Every file of every run in folder is checked before anything is resumed
+    (`run_files.check_run`): a fault is one line naming the file, and nothing is written.
+    """
     stored = stored_run(folder, "--resume")
     recipe = from_dict(stored["recipe"], source=str(folder / "config.json"))
     if stored.get("variant") is not None:
         recipe.name = stored["variant"]  # one run of a multi-run folder keeps its name
+        run_files.check_run(folder, "--resume")
+    else:  # the top folder of runs/VARIANT/seed-N
+        for name in expand(recipe):
+            for seed in stored["seeds"]:
+                if (folder / "runs" / name / f"seed-{seed}").is_dir():
+                    run_files.check_run(folder / "runs" / name / f"seed-{seed}", "--resume")
     if path is not None:
         given = load(path)
         given.name, given.base = recipe.name, recipe.base  # the run's code is where it was

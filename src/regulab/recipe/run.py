@@ -10,7 +10,6 @@ did not see) is `RunFailed`, one line naming the run, and the new folder is remo
 as for a recipe that fails its checks: nothing is written (a resumed folder is kept).
 """
 
-import json
 import shutil
 import sysconfig
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from regulab import _checks, distributed, runs
+from regulab import _checks, checkpoint, distributed, run_files, runs, train_state
 from regulab import recipe as recipes
 from regulab.bn_sparsity import bn_layers, gamma_histogram
 from regulab.errors import RecipeError, RunFailed
@@ -95,8 +94,8 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     rank, _ = distributed.world()
     summary_path = folder / "summary.json"
     if resume and summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") in ("completed", "diverged"):
+        summary = run_files.summary(folder)  # checked, as every file resumed from
+        if summary["status"] in ("completed", "diverged"):
             return summary  # a diverged run would diverge again: it needs a new recipe
     device = torch.device(distributed.device_for(recipe.train.device))
     torch.manual_seed(seed)  # the model's initial weights
@@ -104,6 +103,9 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     model = build.build_model(recipe, splits).to(device)
     arguments = build.fit_arguments(recipe, model, splits, seed)
     loader = arguments["train"]
+    latest = checkpoint.latest(folder / "checkpoints") if resume else None
+    if latest is not None:  # before anything is written: the weights must fit this model
+        train_state.check(latest, model, arguments["optimizer"], recipe.train.epochs)
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         if not (resume and (folder / "config.json").exists()):
@@ -179,7 +181,7 @@ def _gamma_record(path: Path, model, resume: bool) -> dict | None:
     if not bn_layers(model):
         return None
     if resume and path.exists():
-        return json.loads(path.read_text())
+        return run_files.gamma(path.parent)
     return {"bins": GAMMA_BINS, "epochs": [{"epoch": 0, **gamma_histogram(model, GAMMA_BINS)}]}
 
 

@@ -15,7 +15,7 @@ LATENCY_BATCHES = (1, 256)
 def trained(recipe, splits, folder: Path, device):
     """The final model of a `regulab train` run folder (early stopping's best, if it restored),
     or the model of the best/ folder of `regulab tune`."""
-    from regulab import checkpoint
+    from regulab import checkpoint, train_state
     from regulab.recipe import build
     from regulab.slim import export, source
 
@@ -25,6 +25,7 @@ def trained(recipe, splits, folder: Path, device):
     latest = checkpoint.latest(folder / "checkpoints")
     if latest is None:
         raise ValueError(f"run folder '{folder}' has no checkpoint to start from")
+    train_state.check(latest, model)  # names and shapes: RunFolderError naming the file
     state, training = checkpoint.load(latest, device)
     stopping = training.get("early_stopping") or {}
     if stopping.get("best_state_") is not None:  # the run ended on its best epoch's weights
@@ -42,7 +43,7 @@ def write(
 
     import torch
 
-    from regulab import bn_sparsity, runs
+    from regulab import bn_sparsity, run_files, runs
     from regulab import recipe as recipes
     from regulab.errors import TrainingDiverged
     from regulab.recipe import build
@@ -125,7 +126,7 @@ def write(
     }
     report.write_csv(summary, tmp / "slim.csv")
     report.plot_pareto(summary, tmp / "pareto.png")
-    history = json.loads(over_epochs.read_text()) if over_epochs.exists() else None
+    history = run_files.gamma(over_epochs.parent)
     report.plot_gammas(summary, history, tmp / "gamma.png")
     runs.write_text(tmp / "report.md", report.markdown(summary, "pareto.png", "gamma.png"))
     runs.write_json(tmp / "summary.json", summary)

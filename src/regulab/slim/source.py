@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from regulab import recipe as recipes
+from regulab import run_files
 from regulab.errors import RecipeError
 from regulab.recipe.schema import BN_MODELS
 
@@ -28,6 +29,8 @@ def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=Non
         )
     else:
         stored = stored_run(source)
+        label = str(source / stored.get("file", "config.json"))  # its recipe, checked, whole
+        stored["recipe"] = recipes.to_dict(recipes.from_dict(stored["recipe"], source=label))
         if path is not None:  # its fine-tuning settings; the run's model and data
             base = recipes.resolve(path, variant=variant, one=one)
             raw = recipes.to_dict(base)
@@ -43,7 +46,6 @@ def resolve(path, texts, *, variant=None, source=None, data_dir=None, device=Non
         raw.pop("variants", None)
         for text in texts:
             recipes.apply_override(raw, text)
-        label = str(source / stored.get("file", "config.json"))
         recipe = recipes.place(recipes.from_dict(raw, source=label), data_dir, device)
         _same_model_and_data(recipe, stored, path, source, sets)
     _check(recipe)
@@ -87,33 +89,26 @@ def _without_location(section: dict) -> dict:
 
 def stored_run(folder: Path) -> dict:
     """config.json of a completed single run of `regulab train` with its checkpoints, or the
-    recipe of a tuned model (`tuned`)."""
+    recipe of a tuned model (`tuned`); every file of the run checked (`run_files.check_run`)."""
     from regulab import checkpoint
 
     if is_tuned(folder):
         return tuned(folder)
-    try:
-        stored = recipes.stored_run(folder, "--from")
-    except RecipeError as e:
-        raise RecipeError(f"{e} (or the best/ folder of `regulab tune`)") from e
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError) as e:
-        raise RecipeError(
-            f"--from must be a run folder of `regulab train`; cannot read it: {e}"
-        ) from e
+    stored = recipes.stored_run(folder, "--from", " (or the best/ folder of `regulab tune`)")
+    summary = run_files.summary(folder)
     if "variant" not in summary:  # the top folder of several variants or seeds
         raise RecipeError(
             f"--from must be one run; '{folder}' holds several: pass one of "
-            f"{', '.join(summary.get('runs', [])) or 'its runs/VARIANT/seed-N folders'}"
+            f"{', '.join(summary['runs'])}"
         )
-    if summary.get("status") != "completed":
+    if summary["status"] != "completed":
         raise RecipeError(
-            f"--from must be a completed run; '{folder}' is {summary.get('status')!r} "
+            f"--from must be a completed run; '{folder}' is {summary['status']!r} "
             "(resume it with `regulab train --resume` first)"
         )
     if checkpoint.latest(folder / "checkpoints") is None:
         raise RecipeError(f"--from must be a run with its checkpoints; '{folder}' has none")
+    run_files.check_run(folder, "--from")
     return stored
 
 
