@@ -82,7 +82,8 @@ def _reference(model, x, y, s: Settings, *, loader_seed=LOADER_SEED, batch_size=
     if bn_s:
         scales = [mod.weight for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
         terms.append({"params": scales, "l2": 0.0, "l1": bn_s})
-    penalty = Penalty(terms) if (pen.l2 or l1_grad or bn_s) else None
+    terms = [t for t in terms if t["params"]]  # a Penalty over no tensor is refused
+    penalty = Penalty(terms) if terms and (pen.l2 or l1_grad or bn_s) else None
     after = []
     if pen.l1 and pen.l1_mode == "proximal":
         after.append(lambda: prox_l1_(weights, opt.param_groups[0]["lr"] * pen.l1))

@@ -55,7 +55,15 @@ def _classification_pair(output: torch.Tensor, y: torch.Tensor):
 
 def cross_entropy(output, y, reduction="mean"):
     _classification_pair(output, y)
-    return F.cross_entropy(output, y, reduction=reduction)
+    try:
+        return F.cross_entropy(output, y, reduction=reduction)
+    except IndexError as e:  # a label outside [0, C), on the CPU (CUDA asserts instead)
+        classes, low, high = output.shape[1], int(y.min()), int(y.max())
+        raise ValueError(
+            f"loss 'cross_entropy' needs class labels in [0, {classes}) for the model's "
+            f"{classes} outputs; got labels {low} .. {high} in a batch: give the model one "
+            "output per class, or relabel"
+        ) from e
 
 
 def mse(output, y, reduction="mean"):

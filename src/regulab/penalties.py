@@ -17,6 +17,8 @@ Convention: the L2 penalty is lam * ||w||^2 / 2, whose gradient is lam * w, so
 `l2(c)` (which adds c * ||w||^2) are related by lam = 2c.
 """
 
+from types import GeneratorType
+
 import torch
 from torch.nn import functional as F
 
@@ -90,7 +92,8 @@ class Penalty:
     groups (dicts with "params"). A group may carry its own "l1" and "l2"; a group
     with "penalize": False (the no-decay group of `param_groups`) is skipped, so
     `Penalty(param_groups(model, 0.0), l1=1e-4)` leaves biases and norm layers alone.
-    Parameters whose `.grad` is None are skipped. At w = 0 the L1 term adds 0.
+    Parameters whose `.grad` is None are skipped. At w = 0 the L1 term adds 0. A Penalty
+    over no tensor (an empty list, a used-up generator) is refused: it would do nothing.
     """
 
     def __init__(self, params_or_groups, l1: float = 0.0, l2: float = 0.0):
@@ -123,6 +126,8 @@ class Penalty:
                     )
                 seen.add(id(p))
             self.groups.append((params, g_l1, g_l2))
+        if not seen:
+            raise ValueError(_nothing_to_penalize(params_or_groups))
         self._sign_buffers = {}
 
     def __repr__(self) -> str:
@@ -152,6 +157,23 @@ class Penalty:
             term = l1 * l1_penalty(params) + l2 * l2_penalty(params)
             total = term if total is None else total + term
         return total if total is not None else torch.zeros(())
+
+
+def _nothing_to_penalize(given) -> str:
+    """What to say when a Penalty would act on no tensor (it would silently do nothing)."""
+    if isinstance(given, GeneratorType):
+        what = (
+            "a generator that is used up (model.parameters() can be read once, and an "
+            "optimizer built from it has read it)"
+        )
+    elif isinstance(given, list | tuple) and given and all(isinstance(g, dict) for g in given):
+        what = "groups whose parameters are all empty or have 'penalize': False"
+    else:
+        what = "no tensors"
+    return (
+        f"params_or_groups must hold the tensors to penalize; got {what}: pass "
+        "param_groups(model) or list(model.parameters())"
+    )
 
 
 @torch.no_grad()

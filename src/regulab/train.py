@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from regulab import _checks, checkpoint, distributed, train_state, train_step
+from regulab import _checks, checkpoint, data_checks, distributed, train_state, train_step
 from regulab.data.loader import TensorLoader
 from regulab.early_stopping import EarlyStopping
 from regulab.metrics import check_loss, evaluate, weight_stats
@@ -133,7 +133,9 @@ def fit(
     the minibatch losses, in train mode, instead). Only a TensorLoader can be sliced
     so: with any other train (a DataLoader) the running mean is used whatever
     eval_train is, and History.train_metrics says which ("eval" or "running").
-    eval_batch_size: examples per forward pass when evaluating.
+    eval_batch_size: examples per forward pass when evaluating. Before any step, the
+    first batch of train, val and test goes through batch_fn, the model and the loss
+    (`data_checks`): data the run cannot use is one ValueError or TypeError naming it.
 
     seed: torch's generators are reseeded from (seed, epoch, rank) at the start of
     every epoch (dropout masks, augmentations) inside `torch.random.fork_rng`, so
@@ -151,6 +153,8 @@ def fit(
     callable loss is taken to be a mean over examples, as it is summed over them).
     """
     epochs = _checks.positive_int("epochs", epochs)
+    data_checks.check_model(model)
+    data_checks.check_optimizer(optimizer, model)
     loss = check_loss(loss)
     eval_loss = loss if eval_loss is None else check_loss(eval_loss)
     train_step.check_precision(precision)
@@ -158,12 +162,17 @@ def fit(
     _checks.non_negative_int("seed", seed)
     _checks.non_negative_int("eval_train", eval_train)
     _checks.positive_int("keep_checkpoints", keep_checkpoints)
+    _checks.positive_int("eval_batch_size", eval_batch_size)
     if clip_grad_norm is not None:
         _checks.positive("clip_grad_norm", clip_grad_norm)
     if batch_fn is not None and not callable(batch_fn):
         kind = type(batch_fn).__name__
         raise TypeError(f"batch_fn must be a callable batch -> (inputs, target); got {kind}")
     train_state.check_folder(checkpoint_dir, resume)
+    data_checks.check_fit_data(
+        model, train, loss, val=val, test=test, eval_loss=eval_loss, batch_fn=batch_fn,
+        augment=augment, rows=eval_batch_size,
+    )  # fmt: skip
     after_step = list(after_step)
     stepped, train = distributed.wrap(model, train)
     for group in optimizer.param_groups:

@@ -58,6 +58,8 @@ class TensorLoader:
                 "tensors must have the same length (first dimension); got "
                 + ", ".join(str(len(t)) for t in tensors)
             )
+        if n == 0:
+            raise ValueError("tensors must hold at least one example; got tensors of length 0")
         if any(t.device != tensors[0].device for t in tensors):
             raise ValueError("tensors must be on one device; move them with .to(device) first")
         self.tensors = tensors

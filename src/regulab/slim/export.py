@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -78,9 +79,9 @@ def save(model: nn.Module, folder: str | Path, arch: dict | None = None) -> Path
     return folder
 
 
-def _unpruned(arch, model) -> nn.Module:
+def _unpruned(arch, model, path: Path) -> nn.Module:
     """The unpruned model: model itself, model() for a callable, or the regulab model arch
-    names."""
+    (of the arch.json at path) names."""
     if model is None and isinstance(arch, dict) and "factory" in arch:
         from regulab.recipe.model import from_arch  # a recipe's model.factory: import it again
 
@@ -89,11 +90,15 @@ def _unpruned(arch, model) -> nn.Module:
         name = arch.get("name") if isinstance(arch, dict) else None
         if name not in models.MODELS:
             raise ValueError(
-                f"arch.json's arch {arch!r} names no regulab model ({', '.join(models.MODELS)}) "
+                f"{path}: arch {arch!r} names no regulab model ({', '.join(models.MODELS)}) "
                 "and no recipe's model.factory; pass model= (the unpruned model, or a "
                 "zero-argument callable returning one)"
             )
-        return models.MODELS[name](**arch.get("kwargs", {}))
+        kwargs = arch.get("kwargs", {})
+        try:
+            return models.MODELS[name](**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: arch's kwargs {kwargs!r} do not build {name}: {e}") from None
     built = model if isinstance(model, nn.Module) else model() if callable(model) else None
     if not isinstance(built, nn.Module):
         got = type(model if built is None else built).__name__
@@ -132,6 +137,17 @@ def _check_fits(model: nn.Module, layers: dict, state: dict) -> None:
                 f"layer {name} is a {type(m).__name__} in the model given but was saved as a "
                 f"{shape['type']}: pass the unpruned model that was pruned"
             )
+        fault = _sizes_fault(m, shape)
+        if fault:
+            raise ValueError(f"layer {name} in arch.json {fault}; got {shape}")
+        for attr, dims in _leading_sizes(m, shape).items():
+            tensor = state.get(f"{name}.{attr}" if name else attr)
+            if tensor is not None and tuple(tensor.shape[: len(dims)]) != dims:
+                raise ValueError(
+                    f"layer {name} ({shape['type']}) has sizes {shape} in arch.json but {attr} "
+                    f"of shape {tuple(tensor.shape)} in model.safetensors, where the sizes ask "
+                    f"for {dims}: the two files do not belong together"
+                )
     for key, tensor in state.items():
         found = _tensors(model, key)
         owner, _, attr = key.rpartition(".")
@@ -142,6 +158,41 @@ def _check_fits(model: nn.Module, layers: dict, state: dict) -> None:
                 f"of shape {tuple(tensor.shape)} saved but {tuple(old.shape)} in the model "
                 "given; load can resize only convolution, linear and norm layers"
             )
+
+
+def _sizes_fault(m: nn.Module, shape: dict) -> str:
+    """What is wrong with the sizes arch.json records for layer m, or "" when nothing is."""
+    if _sizes(m) is None:
+        return f"names a {type(m).__name__} of the model, a layer type load cannot resize"
+    for attr in _sizes(m):
+        value = shape.get(attr, 1 if attr == "groups" else None)  # groups: not always recorded
+        values = value if attr == "normalized_shape" and isinstance(value, list) else [value]
+        if not values or not all(type(v) is int and v >= 1 for v in values):
+            kind = "a list of integers" if attr == "normalized_shape" else "an integer"
+            return f"needs {attr} as {kind} >= 1"
+    groups = shape.get("groups", 1)
+    if "groups" in _sizes(m) and (shape["in_channels"] % groups or shape["out_channels"] % groups):
+        return "needs in_channels and out_channels divisible by groups"
+    return ""
+
+
+def _leading_sizes(m: nn.Module, shape: dict) -> dict[str, tuple]:
+    """{tensor name: its leading sizes} that the recorded sizes of layer m ask for (a
+    convolution's kernel sizes are not recorded)."""
+    get = shape.get
+    if isinstance(m, SIZES[0][0]):  # convolutions
+        groups, ins, outs = get("groups", 1), get("in_channels"), get("out_channels")
+        transposed = isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d)
+        first, second = (ins, outs) if transposed else (outs, ins)
+        return {"weight": (first, second // groups), "bias": (outs,)}
+    if isinstance(m, nn.Linear):
+        return {"weight": (get("out_features"), get("in_features")), "bias": (get("out_features"),)}
+    if isinstance(m, nn.Embedding):
+        return {"weight": (get("num_embeddings"), get("embedding_dim"))}
+    if isinstance(m, nn.LayerNorm):
+        return dict.fromkeys(("weight", "bias"), tuple(get("normalized_shape")))
+    size = get("num_features", get("num_channels", get("num_parameters")))
+    return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), (size,))
 
 
 def _reshape(model: nn.Module, layers: dict, state: dict) -> None:
@@ -179,21 +230,75 @@ def load(folder: str | Path, model=None, device="cpu") -> nn.Module:
 
     model: the unpruned model (reshaped in place and returned), or a zero-argument callable
     returning one (a factory); None rebuilds the regulab model or the recipe's model.factory
-    that arch.json names.
+    that arch.json names. Files that `save` did not write (a missing or edited key, a layer
+    not in the model, sizes that do not fit the tensors, a truncated safetensors file) are
+    refused with one ValueError naming the file, before the model is changed.
     """
     folder = Path(folder)
-    spec = json.loads((folder / "arch.json").read_text())
-    if "arch" not in spec:
-        spec = _upgrade(spec)
-    net = _unpruned(spec["arch"], model)
-    state = load_file(str(folder / "model.safetensors"), device="cpu")
-    _check_fits(net, spec["layers"], state)
+    spec = read_arch(folder)
+    net = _unpruned(spec["arch"], model, folder / "arch.json")
+    state = _read_weights(folder / "model.safetensors")
+    try:
+        _check_fits(net, spec["layers"], state)
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from None
     _reshape(net, spec["layers"], state)
-    result = net.load_state_dict(state, strict=False)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        text = " ".join(str(e).split())  # torch's message spans lines
+        raise ValueError(f"{folder}: the saved weights do not fit the model: {text}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
-            f"the saved weights do not fit the {type(net).__name__} given: missing "
+            f"{folder}: the saved weights do not fit the {type(net).__name__} given: missing "
             f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}; pass the "
             "unpruned model that was pruned"
         )
     return net.to(torch.device(device)).eval()
+
+
+def read_arch(folder: Path) -> dict:
+    """arch.json of folder as `save` writes it ({"arch", "layers"}; the older form upgraded),
+    each layer's type and sizes checked; else ValueError naming the file and the fault."""
+    path = Path(folder) / "arch.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{folder} holds no arch.json: pass a folder written by regulab.slim.save "
+            "(arch.json and model.safetensors)"
+        )
+    try:
+        spec = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not JSON ({e}); it was not written by slim.save") from None
+    if isinstance(spec, dict) and "arch" not in spec and {"name", "layers"} <= spec.keys():
+        try:
+            spec = _upgrade(spec)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: the older arch.json form lacks {e}") from None
+    if not isinstance(spec, dict) or not {"arch", "layers"} <= spec.keys():
+        got = f"keys {sorted(spec)}" if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(
+            f"{path} is not an arch.json written by regulab.slim.save: it must hold a dict "
+            f"with 'arch' and 'layers'; got {got}"
+        )
+    if not isinstance(spec["layers"], dict):
+        raise ValueError(f"{path}: 'layers' must map layer names to sizes; got {spec['layers']!r}")
+    for name, shape in spec["layers"].items():
+        if not isinstance(shape, dict) or not isinstance(shape.get("type"), str):
+            raise ValueError(f"{path}: layer {name!r} must be a dict with a 'type'; got {shape!r}")
+    return spec
+
+
+def _read_weights(path: Path) -> dict:
+    """The tensors of a safetensors file; ValueError naming it when missing or unreadable."""
+    if not path.is_file():
+        raise ValueError(
+            f"{path.parent} holds no model.safetensors: pass a folder written by regulab.slim.save"
+        )
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}): it is truncated or was not "
+            "written by regulab.slim.save"
+        ) from None

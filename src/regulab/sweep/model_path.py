@@ -19,6 +19,7 @@ from torch.utils.data import RandomSampler
 
 from regulab.data.loader import TensorLoader
 from regulab.data.split import train_val_split
+from regulab.data_checks import check_data
 from regulab.sweep import memory
 from regulab.sweep.engine import Settings, fit_sweep
 from regulab.sweep.native import pairs
@@ -167,6 +168,14 @@ def folds_of(n: int, folds: int, seed: int, device) -> list[torch.Tensor]:
         raise ValueError(f"folds must be between 2 and the {n} training examples; got {folds}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(device)
     return list(order.tensor_split(folds))
+
+
+def check(model, data: Data, s: Settings) -> None:
+    """data, val and test on their first batch through model and the loss (`data_checks`):
+    one line naming the argument the run could not use, before any copy trains."""
+    for name, part in (("data", data.train), ("val", data.val), ("test", data.test)):
+        if part is not None:
+            check_data(name, model, part, s.loss_function())
 
 
 def check_memory(model, data: Data, k: int, s: Settings, device, max_memory=None) -> None:

@@ -191,6 +191,7 @@ def _model_rows(search: LambdaSearch, model, values, on_epoch) -> list[dict]:
         search.device,
     )  # fmt: skip
     model = copy.deepcopy(model).to(search.device)
+    model_path.check(model, data, s)
     model_path.check_memory(model, data, len(values), s, search.device, search.max_memory)
     return model_path.compute_rows(
         model, search.param, values, data, s, folds=search.folds, seed=search.seed,

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from regulab.data.loader import TensorLoader, epoch_seed
+from regulab.data_checks import check_data
 from regulab.sweep import batch, update
 from regulab.sweep import hparams as hp
 from regulab.sweep.native import check_train
@@ -57,6 +58,10 @@ class StackedRun:
             raise TypeError(
                 f"model must be an nn.Module or a list of them; got {type(model).__name__}"
             )
+        check_data(  # the first batch through the model and loss, before any copy is made
+            "train", given[0], train, settings.loss_function(), batch_fn=settings.batch_fn,
+            augment=settings.augment,
+        )  # fmt: skip
         models = [copy.deepcopy(m) for m in given]
         if not shared and len(models) != k:
             raise ValueError(f"model: got {len(models)} models for {k} values")
