@@ -19,7 +19,7 @@ LAYERS = (
                  "early_stopping", "augment", "ridge_regression", "bn_sparsity",
                  "linear_regression", "label_smoothing", "mixing")),
     ("engine", ("models", "data", "metrics", "checkpoint", "distributed", "train", "train_step",
-                "train_state", "runs", "tables")),
+                "train_state", "runs", "claims", "tables")),
     ("recipe", ("recipe",)),
     ("capabilities", ("sweep", "slim", "tune")),
     ("demos", ("demos",)),
