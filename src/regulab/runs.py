@@ -30,10 +30,11 @@ from regulab.errors import RunFolderError
 
 
 def default_run_dir(command: str, root: Path = Path("runs")) -> Path:
-    """Return runs/COMMAND-YYYYmmdd-HHMMSS, with -2, -3, ... appended if that exists."""
+    """Return runs/COMMAND-YYYYmmdd-HHMMSS, with -2, -3, ... appended if that exists (or
+    another run has claimed it)."""
     base = root / f"{command}-{datetime.now():%Y%m%d-%H%M%S}"
     path, n = base, 1
-    while path.exists():
+    while path.exists() or claims.lock_path(path).exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
@@ -96,7 +97,7 @@ def checked_out(out: Path, overwrite: bool = False, inputs=(), *, resume=False) 
     its names, its place (not under a file, not a dangling link, not a mount point), that
     its file system is writable and has room, that it overlaps no input of the command, and
     (unless resume) that it is new, empty, or an earlier run to overwrite."""
-    out = Path(out)
+    out = given = Path(out)
     if out.is_symlink() and not out.exists():
         raise RunFolderError(f"--out '{out}' is a symbolic link to nothing ('{os.readlink(out)}')")
     out = Path(os.path.realpath(out))  # "." and "runs/.." get a name; links resolve
@@ -113,7 +114,7 @@ def checked_out(out: Path, overwrite: bool = False, inputs=(), *, resume=False) 
     check_out_against_inputs(out, inputs)
     claims.refuse_if_claimed(out)
     if not resume:
-        check_out(out, overwrite)
+        check_out(given, overwrite)  # its messages name --out as the user wrote it
     return out
 
 
