@@ -19,7 +19,7 @@ LAYERS = (
                  "early_stopping", "augment", "ridge_regression", "bn_sparsity",
                  "linear_regression", "label_smoothing", "mixing")),
     ("engine", ("models", "data", "metrics", "data_checks", "checkpoint", "distributed", "train",
-                "train_step", "train_state", "runs", "run_files", "tables")),
+                "train_step", "train_state", "runs", "claims", "run_files", "tables")),
     ("recipe", ("recipe",)),
     ("capabilities", ("sweep", "slim", "tune")),
     ("demos", ("demos",)),

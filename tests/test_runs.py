@@ -88,12 +88,15 @@ def test_a_config_json_that_regulab_did_not_write_is_not_a_run(tmp_path, config)
 
 def test_a_run_published_meanwhile_by_another_process_is_never_replaced(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(runs.RunFolderError, match="another process"), runs.run_folder(out) as tmp:
+    refused = pytest.raises(runs.RunFolderError, match="another program")
+    with refused as caught, runs.run_folder(out) as tmp:
         (tmp / "mine.txt").write_text("")
-        out.mkdir()  # the other process publishes first
+        out.mkdir()  # another program puts its files there first
         (out / "theirs.txt").write_text("")
     assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
     assert leftovers(tmp_path) == []
+    (kept,) = [p for p in tmp_path.iterdir() if p != out]  # this run's results, beside
+    assert (kept / "mine.txt").exists() and str(kept) in caught.value.__notes__[0]
 
 
 def test_run_folder_follows_the_umask(tmp_path):
@@ -132,7 +135,10 @@ def test_unusable_out_is_refused(tmp_path):
     afile.write_text("")
     with pytest.raises(runs.RunFolderError, match="existing file"), runs.run_folder(afile):
         pass
-    with pytest.raises(runs.RunFolderError, match="writable"), runs.run_folder(afile / "run"):
+    with (
+        pytest.raises(runs.RunFolderError, match=r"lies under .* a file"),
+        runs.run_folder(afile / "run"),
+    ):
         pass
 
 

@@ -65,6 +65,15 @@ def shared_path(path) -> Path:
     return Path(box[0])
 
 
+def from_rank0(value):
+    """Rank 0's value (any picklable object) on every rank; the value itself without a group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every process of the group (a no-op without one)."""
     if dist.is_available() and dist.is_initialized():

@@ -47,3 +47,30 @@ class NothingToChoose(ValueError):
 
 class RunFailed(RuntimeError):
     """A run could not finish for a reason other than divergence (a Ray trial failed, say)."""
+
+
+# what the machine, not regulab or your code, gets wrong while a run writes its files
+MACHINE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EBUSY", "EACCES", "EPERM", "EIO",
+                  "ENAMETOOLONG", "EMFILE", "ENFILE", "EXDEV", "ENOTDIR", "ESTALE"}  # fmt: skip
+
+
+def os_error(e: BaseException, where=None) -> OSError | None:
+    """The machine's OSError behind e (an errno of MACHINE_ERRNOS): e itself, or the one a
+    library reported only as text (safetensors' SafetensorError ends "(os error 28)" on a
+    full disk); None otherwise. `where` names the file or folder when the error does not."""
+    import errno
+    import os
+    import re
+
+    if isinstance(e, OSError):
+        found = e
+    elif code := re.search(r"\(os error (\d+)\)\s*$", str(e)):
+        number = int(code[1])
+        found = OSError(number, f"{os.strerror(number)} (reported by {type(e).__name__})")
+    else:
+        return None
+    if errno.errorcode.get(found.errno) not in MACHINE_ERRNOS:
+        return None
+    if found.filename is None and where is not None:
+        found = OSError(found.errno, found.strerror, str(where))
+    return found

@@ -121,6 +121,16 @@ def add_out_arguments(p: argparse.ArgumentParser, command: str) -> None:
     )
 
 
+def inputs(args, *recipes) -> list[tuple[str, Path]]:
+    """What a command reads, as (option, path) pairs that its --out must neither be, hold
+    nor lie inside (`runs.check_out_against_inputs`): the recipe file, --from, the RUN_DIRs
+    of compare, and each recipe's data file."""
+    found = [("RECIPE", getattr(args, "recipe", None)), ("--from", getattr(args, "source", None))]
+    found += [("RUN_DIR", run) for run in getattr(args, "runs", None) or ()]
+    found += [("data.path", Path(r.base) / r.data.path) for r in recipes if r.data.path]
+    return [(option, Path(path)) for option, path in found if path is not None]
+
+
 def add_recipe_argument(p: argparse.ArgumentParser, help: str, optional: bool = False) -> None:
     """The positional RECIPE (a TOML file); optional where a run folder can stand for it."""
     p.add_argument("recipe", nargs="?" if optional else None, type=Path, metavar="RECIPE",

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from regulab.cli._common import add_out_arguments, print_report
+from regulab.cli._common import add_out_arguments, inputs, print_report
 from regulab.errors import UsageError
 
 HELP = "one report over several training runs: curves, mean ± std over seeds, gap, sparsity"
@@ -27,13 +27,15 @@ def run(args, console) -> int:
     from regulab.recipe import compare
     from regulab.recipe import run as recipe_run
 
-    out = args.out or runs.default_run_dir("compare")
+    out = runs.checked_out(
+        args.out or runs.default_run_dir("compare"), args.overwrite, inputs(args)
+    )
     try:
         loaded = compare.load_runs(args.runs)
         compare.same_task(loaded)  # a regression run is not ranked against a classification run
     except ValueError as e:  # a folder that is not a run: exit 2, nothing written
         raise UsageError(str(e)) from e
-    summary = recipe_run.compare_command(loaded, out, overwrite=args.overwrite)
+    summary = recipe_run.compare_command(loaded, out, overwrite=args.overwrite, inputs=inputs(args))
     console.print(compare.rich_table(summary["groups"]))
     console.print(compare.TABLE_NOTE, soft_wrap=True)
     print_report(console, out)

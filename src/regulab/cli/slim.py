@@ -12,6 +12,7 @@ from pathlib import Path
 from regulab.cli._common import (
     add_recipe_argument,
     add_recipe_arguments,
+    inputs,
     non_negative_int,
     out_path,
     positive_int,
@@ -84,11 +85,13 @@ def run(args, console) -> int:
         data_dir=args.data_dir, device=args.device, sets=args.set,
     )  # fmt: skip
     seed = source.seed_of(recipe, stored, args.seed, args.source)
-    splits = source.preflight(recipe, seed)
     out = args.out or runs.default_run_dir("slim")
+    runs.checked_out(out, args.overwrite, inputs(args, recipe))  # before the work
+    splits = source.preflight(recipe, seed)
     with progress(console) as bar:
         summary = slim_run.slim_command(
             recipe, splits, seed, out, overwrite=args.overwrite, source=args.source,
+            inputs=inputs(args, recipe),
             latency_repeats=args.latency_repeats, progress=bar, console=console,
         )  # fmt: skip
     _print(console, summary, out)

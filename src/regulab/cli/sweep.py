@@ -6,6 +6,7 @@ import contextlib
 from regulab.cli._common import (
     add_recipe_argument,
     add_recipe_arguments,
+    inputs,
     non_negative_int,
     positive_float,
     positive_int,
@@ -77,6 +78,8 @@ def run(args, console) -> int:
         args.recipe, args.set, variant=args.variant, data_dir=args.data_dir, device=args.device
     )
     seed = recipe.train.seed if args.seed is None else args.seed
+    out = args.out or runs.default_run_dir("sweep")
+    runs.checked_out(out, args.overwrite, inputs(args, recipe))  # before the work
     if args.folds == 1:
         raise UsageError("--folds must be 0 (the validation split) or at least 2; got 1")
     search = LambdaSearch(
@@ -125,10 +128,16 @@ def run(args, console) -> int:
         "examples": data["examples"],  # what the final fit trains on
         "inputs": data["inputs"],
     }
-    out = args.out or runs.default_run_dir("sweep")
     with _progress(console, args, recipe, len(values)) as advance:
         summary = sweep_run.write(
-            search, recipe, values, settings, out, overwrite=args.overwrite, on_epoch=advance
+            search,
+            recipe,
+            values,
+            settings,
+            out,
+            overwrite=args.overwrite,
+            on_epoch=advance,
+            inputs=inputs(args, recipe),
         )
     rows, best = search.path_, search.best_index_
     console.print(report.rich_table(rows, best))

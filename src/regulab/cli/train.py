@@ -10,6 +10,7 @@ from pathlib import Path
 from regulab.cli._common import (
     add_recipe_argument,
     add_recipe_arguments,
+    inputs,
     out_path,
     positive_int,
     print_report,
@@ -40,17 +41,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args, console) -> int:
     """`regulab train`: check everything, train, print the table."""
+    from regulab import recipe as recipes
+    from regulab import runs
     from regulab.cli._common import EXIT_FAILED
     from regulab.recipe import run as recipe_run
 
     recipe, seeds, out = _plan(args)
-    recipe_run.preflight(recipe, seeds[0])
+    read = () if args.resume else inputs(args, *recipes.expand(recipe).values())
+    rank = int(os.environ.get("RANK", "0"))  # torchrun's rank: only rank 0 writes, draws a bar
+    if rank == 0:  # before the work (train_command checks again, holding the folder)
+        runs.checked_out(out, args.overwrite, read, resume=bool(args.resume))
+    recipe_run.preflight(recipe, seeds)
     start = time.perf_counter()
-    rank = int(os.environ.get("RANK", "0"))  # torchrun's rank: only rank 0 draws a bar
     with progress(console, rank) as bar:
         rank, out, summary = recipe_run.train_command(
-            recipe, seeds, out, resume=bool(args.resume), overwrite=args.overwrite, progress=bar
-        )
+            recipe, seeds, out, resume=bool(args.resume), overwrite=args.overwrite,
+            inputs=read, progress=bar,
+        )  # fmt: skip
     if rank != 0:
         return 0
     _print_result(console, out, time.perf_counter() - start)
@@ -79,6 +86,7 @@ def _plan(args):
                 f"--resume continues a run as it was configured; {', '.join(clash)} "
                 "cannot be combined with it"
             )
+        runs.recover(args.resume)  # an --overwrite of it that a crash interrupted
         recipe, seeds = recipes.resumed(args.resume, args.recipe, args.data_dir)
         return recipe, seeds, args.resume
     if args.recipe is None:

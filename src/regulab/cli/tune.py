@@ -6,6 +6,7 @@ import contextlib
 from regulab.cli._common import (
     add_recipe_argument,
     add_recipe_arguments,
+    inputs,
     non_negative_int,
     positive_int,
     print_report,
@@ -87,17 +88,19 @@ def run(args, console) -> int:
                                              "engine")}  # fmt: skip
     recipe = tune_run.with_options(recipe, **options)
     seed = recipe.train.seed if args.seed is None else args.seed
+    out = args.out or runs.default_run_dir("tune")
+    runs.checked_out(out, args.overwrite, inputs(args, recipe))  # before the work
     shown = _Progress(console)
     prepared = tune_run.prepare(
         recipe, seed, on_epoch=shown.epoch_done, ray_address=args.ray_address,
         on_rung=shown.rung_done,
     )  # fmt: skip
     console.print(str(prepared.plan), soft_wrap=True, markup=False, highlight=False)
-    out = args.out or runs.default_run_dir("tune")
     with shown.bar(prepared.plan):
         summary = tune_run.write(
-            prepared, out, options={**options, "seed": seed}, overwrite=args.overwrite
-        )
+            prepared, out, options={**options, "seed": seed}, overwrite=args.overwrite,
+            inputs=inputs(args, recipe),
+        )  # fmt: skip
     trials = prepared.tuner.trials_
     console.print(report.rich_table(trials, summary))
     best = summary["best"]

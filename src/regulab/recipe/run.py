@@ -14,14 +14,15 @@ import shutil
 import sysconfig
 import time
 import traceback
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 
-from regulab import _checks, checkpoint, distributed, run_files, runs, train_state
+from regulab import _checks, checkpoint, claims, distributed, run_files, runs, train_state
 from regulab import recipe as recipes
 from regulab.bn_sparsity import bn_layers, gamma_histogram
-from regulab.errors import RecipeError, RunFailed
+from regulab.errors import RecipeError, RunFailed, RunFolderError, os_error
 from regulab.recipe import build, compare
 from regulab.train import COLUMNS, fit
 
@@ -29,7 +30,11 @@ GAMMA_BINS = 40  # bins of the |gamma| histogram recorded each epoch (BatchNorm 
 
 
 def run_path(out: Path, variant: str, seed: int, single: bool) -> Path:
-    return out if single else out / "runs" / variant / f"seed-{seed}"
+    """out itself for a single run, else out/runs/VARIANT/seed-N (names checked: plain)."""
+    if single:
+        return out
+    name = runs.check_name(variant, "a recipe's variant name ([variants.NAME])")
+    return out / "runs" / name / runs.check_name(f"seed-{seed}", "the seed")
 
 
 def train_recipe(recipe, seeds: list[int], out: Path, *, resume=False, progress=None) -> dict:
@@ -44,13 +49,14 @@ def train_recipe(recipe, seeds: list[int], out: Path, *, resume=False, progress=
     single = len(variants) * len(seeds) == 1
     started = time.perf_counter()
     plan = [(v, s) for v in variants for s in seeds]
+    folders = {(v, s): run_path(out, v, s, single) for v, s in plan}  # every name, first
     if rank == 0 and not single:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             runs.write_json(out / "config.json", _config(recipe, None, seeds))
     summaries = []
     for variant, seed in plan:
-        folder = run_path(out, variant, seed, single)
+        folder = folders[variant, seed]
         summaries.append(
             train_one(variants[variant], variant, seed, folder, resume=resume, progress=progress)
         )
@@ -140,6 +146,8 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
             **arguments,
         )
     except Exception as e:  # your model, loss or batch_fn on a batch the preflight did not see
+        if (disk := os_error(e, where=folder)) is not None:  # the machine's: kept to resume
+            raise disk from e
         raise RunFailed(
             f"training variant {variant!r} seed {seed} failed{_user_frame(e)}: "
             f"{type(e).__name__}: {_first_line(e)}"
@@ -217,10 +225,15 @@ def _config(recipe, variant, seeds) -> dict:
     }
 
 
-def preflight(recipe, seed: int) -> None:
-    """Before anything is written or replaced: the data must be there (or downloadable), and
-    every variant must build (device, model, optimizer, loader, regularizers)."""
-    for variant in recipes.expand(recipe).values():
+def preflight(recipe, seeds: list[int]) -> None:
+    """Before anything is written or replaced: every variant's name and seed must make a
+    plain folder name, the data must be there (or downloadable), and every variant must
+    build (device, model, optimizer, loader, regularizers)."""
+    variants, seed = recipes.expand(recipe), seeds[0]
+    for name in variants if len(variants) * len(seeds) > 1 else ():
+        for s in seeds:
+            run_path(Path("."), name, s, single=False)
+    for variant in variants.values():
         splits = build.load_checked(variant, seed)
         try:
             _checks.device("train.device", variant.train.device)  # a recipe's device must exist
@@ -229,34 +242,59 @@ def preflight(recipe, seed: int) -> None:
             raise RecipeError(str(e)) from e
 
 
-def train_command(recipe, seeds, out: Path, *, resume=False, overwrite=False, progress=None):
+def train_command(
+    recipe, seeds, out: Path, *, resume=False, overwrite=False, inputs=(), progress=None
+):
     """`regulab train`: train into out (or continue it) under torchrun or alone; return
-    (rank, out, summary). With overwrite an earlier run at out is set aside and removed once
-    the new run has ended; if the new run crashes, the earlier one is put back."""
+    (rank, out, summary). out is claimed (`runs.in_place`) on rank 0, the only writer; with
+    overwrite an earlier run at out is set aside and removed once the new run has ended, and
+    put back if the new run fails, is interrupted or dies. inputs: see `runs.checked_out`."""
     rank = distributed.init(recipe.train.device)
-    old = None
-    made = False
     try:
-        out = distributed.shared_path(out)
-        made = not out.exists()
-        if not resume:
-            runs.check_out(out, overwrite)
-            distributed.barrier()
-            if rank == 0 and overwrite and out.exists():
-                old = runs.move_aside(out)  # deleted only once the new run has ended
-        summary = train_recipe(recipe, seeds, out, resume=resume, progress=progress)
-        if old is not None:  # the new run ended (completed or diverged): it replaces the old
-            shutil.rmtree(old, ignore_errors=True)
-            old = None
-        return rank, out, summary
-    except BaseException as e:
-        if old is not None:
-            runs.put_back(old, out)
-        elif isinstance(e, RunFailed) and not resume and rank == 0:
-            _discard(out, made)  # as a failed recipe: nothing written (Ctrl-C stays resumable)
-        raise
+        given = distributed.shared_path(out)
+        with _claimed(given, rank, resume, overwrite, inputs) as out:
+            made = not out.exists()
+            try:
+                summary = train_recipe(recipe, seeds, out, resume=resume, progress=progress)
+            except BaseException as e:
+                if rank == 0:
+                    _after_failure(e, out, made, resume)
+                raise
+        return rank, given, summary
     finally:
         distributed.destroy()
+
+
+@contextmanager
+def _claimed(out: Path, rank: int, resume: bool, overwrite: bool, inputs):
+    """`runs.in_place` on rank 0; the other ranks learn rank 0's refusal, and raise it too."""
+    with ExitStack() as stack:
+        refusal = None
+        if rank == 0:
+            try:
+                out = stack.enter_context(
+                    runs.in_place(out, overwrite=overwrite, resume=resume, inputs=inputs)
+                )
+            except RunFolderError as e:
+                refusal = e
+        message = distributed.from_rank0(str(refusal) if refusal else "")
+        if refusal is not None:
+            raise refusal
+        if message:
+            raise RunFolderError(message)
+        yield distributed.shared_path(out)
+
+
+def _after_failure(e: BaseException, out: Path, made: bool, resume: bool):
+    """A failed recipe writes nothing; an interrupted run is kept to resume, and says so
+    (unless --overwrite set an earlier run aside: `runs.in_place` puts that back)."""
+    if isinstance(e, RunFailed) and not resume:
+        _discard(out, made)  # as a failed recipe: nothing written
+    elif claims.journal_path(out).exists():
+        e.add_note(f"the earlier run is back in '{out}'")
+    elif not isinstance(e, RunFailed) and (out / "config.json").exists():
+        e.add_note(f"the run so far is kept in '{out}': continue it with "
+                   f"`regulab train --resume {out}`")  # fmt: skip
 
 
 def _discard(out: Path, made: bool) -> None:
@@ -268,10 +306,11 @@ def _discard(out: Path, made: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def compare_command(loaded, out: Path, *, overwrite=False) -> dict:
-    """`regulab compare`: one report over loaded runs (`compare.load_runs`), written to out."""
+def compare_command(loaded, out: Path, *, overwrite=False, inputs=()) -> dict:
+    """`regulab compare`: one report over loaded runs (`compare.load_runs`), written to out;
+    inputs: (option, path) pairs out must not overlap (`runs.checked_out`)."""
     groups = compare.aggregate(loaded)
-    with runs.run_folder(out, overwrite=overwrite) as tmp:
+    with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
         runs.write_json(
             tmp / "config.json",
             {"command": "compare", "runs": [str(r.path) for r in loaded], **runs.environment()},

@@ -89,7 +89,7 @@ def write(
     for r in recipe.slim.ratios:
         current = model
         for k in range(1, recipe.slim.passes + 1):
-            into = tmp / f"ratio-{r:g}" / f"pass-{k}"
+            into = tmp / runs.check_name(f"ratio-{r:g}", "a slim ratio") / f"pass-{k}"
             row, current = one_pass(current, r, k, recipe, data, seed, into, progress)
             unpruned_accuracy = unpruned["test_accuracy"]
             row["accuracy_change"] = row["after_finetune"]["test_accuracy"] - unpruned_accuracy
@@ -206,11 +206,13 @@ def one_pass(model, r, k, recipe, data, seed, folder, progress):
     return row, pruned
 
 
-def slim_command(recipe, splits, seed: int, out: Path, *, overwrite=False, **kwargs) -> dict:
-    """`regulab slim` into the run folder out (see `write` for kwargs); returns the summary."""
+def slim_command(
+    recipe, splits, seed: int, out: Path, *, overwrite=False, inputs=(), **kwargs
+) -> dict:
+    """`regulab slim` into the run folder out (see `write` for kwargs); returns the summary.
+    inputs: (option, path) pairs out must not overlap (`runs.checked_out`)."""
     from regulab import runs
 
     start = time.perf_counter()
-    runs.check_out(out, overwrite)
-    with runs.run_folder(out, overwrite=overwrite) as tmp:
+    with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
         return write(recipe, splits, seed, tmp, start=start, **kwargs)

@@ -9,20 +9,23 @@ from regulab.errors import RunFailed
 from regulab.sweep import plot, report
 
 
-def write(search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None):
+def write(
+    search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None, inputs=()
+):
     """Fit `search` (a LambdaSearch) inside the run folder and write its files; the summary.
 
     A RuntimeError on the way (a Ray trial failed: its error names the chunk) is RunFailed.
+    inputs: (option, path) pairs out must not overlap (`runs.checked_out`).
     """
     try:
-        return _write(search, recipe, values, settings, out, overwrite, on_epoch)
+        return _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs)
     except RuntimeError as e:
         raise RunFailed(str(e)) from e
 
 
-def _write(search, recipe, values, settings, out, overwrite, on_epoch) -> dict:
+def _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs) -> dict:
     start = time.perf_counter()
-    with runs.run_folder(out, overwrite=overwrite) as tmp:
+    with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
         runs.write_json(
             tmp / "config.json",
             {

@@ -193,19 +193,22 @@ def recipe_values(recipe: recipes.Recipe, names) -> dict:
     return out
 
 
-def write(prepared: Prepared, out: Path, *, options: dict, overwrite: bool = False) -> dict:
+def write(
+    prepared: Prepared, out: Path, *, options: dict, overwrite: bool = False, inputs=()
+) -> dict:
     """Tune inside the run folder out and write its files; return the summary. options: how
     the command was called (config.json's `settings`). A RuntimeError from your code on
-    the way is RunFailed; every copy diverging is NothingToChoose (exit 1, nothing written)."""
+    the way is RunFailed; every copy diverging is NothingToChoose (exit 1, nothing written).
+    inputs: (option, path) pairs out must not overlap (`runs.checked_out`)."""
     try:
-        return _write(prepared, Path(out), options, overwrite)
+        return _write(prepared, Path(out), options, overwrite, inputs)
     except RuntimeError as e:
         raise RunFailed(str(e)) from e
 
 
-def _write(p: Prepared, out: Path, options: dict, overwrite: bool) -> dict:
+def _write(p: Prepared, out: Path, options: dict, overwrite: bool, inputs) -> dict:
     start, recipe = time.perf_counter(), p.recipe
-    with runs.run_folder(out, overwrite=overwrite) as tmp:
+    with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
         config = {"command": "tune", "settings": options, "recipe": recipes.to_dict(recipe)}
         runs.write_json(tmp / "config.json", {**config, **runs.environment()})
         t = p.tuner.fit(p.model, p.loader, p.splits.val)
