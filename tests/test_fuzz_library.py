@@ -44,8 +44,8 @@ def data(draw):
     n = draw(st.sampled_from([1, 2, 7, 16]))
     features = draw(st.sampled_from([4, 4, 4, 3, 5]))
     shape = draw(st.sampled_from([(n, features), (n, features), (n, 2, 2), (n,)]))
-    x = torch.randn(shape, dtype=draw(st.sampled_from([torch.float32, torch.float64,
-                                                       torch.int64, torch.float16])))  # fmt: skip
+    dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.int64, torch.float16]))
+    x = torch.randn(shape).to(dtype)
     labels = draw(st.sampled_from(["ok", "ok", "too big", "negative", "float", "2-d", "short"]))
     y = torch.arange(n) % 3
     y = {
@@ -73,7 +73,8 @@ def test_fit_checks_its_data(xy, batch_size, loss):
         loader = TensorLoader(x, y, batch_size=batch_size)
         return fit(model, opt, loader, epochs=1, loss=loss, eval_train=0)
 
-    promised(run, "x", "y", "train", "label", "loss", "batch", "input", "feature", "dtype")
+    promised(run, "x", "y", "tensors", "train", "label", "loss", "batch", "input", "feature",
+             "dtype")  # fmt: skip
 
 
 @pytest.mark.xfail(reason="issue 16: meta-device data raises a raw torch error", strict=False)

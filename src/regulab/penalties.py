@@ -193,8 +193,8 @@ def prox_l1_(params, threshold: float) -> None:
             raise ValueError(f"params must be floating-point tensors; got dtype {p.dtype}")
     if threshold == 0:
         return
-    for p in items:
-        p.copy_(F.softshrink(p, threshold))
+    for p in items:  # a threshold past the dtype's largest value zeroes every weight anyway
+        p.copy_(F.softshrink(p, min(threshold, torch.finfo(p.dtype).max)))
 
 
 @torch.no_grad()
