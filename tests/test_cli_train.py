@@ -422,11 +422,10 @@ def test_data_dir_and_environment_reach_the_fashion_mnist_loader(tmp_path, monke
 
 def test_missing_data_without_download_is_a_clear_error(tmp_path, monkeypatch, capsys):
     _isolate_data_search(monkeypatch, tmp_path)
-    given, env = tmp_path / "given", tmp_path / "env"
-    given.mkdir()
+    env = tmp_path / "env"
     monkeypatch.setenv("REGULAB_DATA_DIR", str(env))
     out = tmp_path / "out"
-    args = ("train", str(RECIPES / "dropout_mlp_fashion.toml"), "--data-dir", str(given))
+    args = ("train", str(RECIPES / "dropout_mlp_fashion.toml"))
     capsys.readouterr()
     code = run_cli(*args, "--set", "data.download=false", "--out", str(out))
     err = capsys.readouterr().err
@@ -434,11 +433,10 @@ def test_missing_data_without_download_is_a_clear_error(tmp_path, monkeypatch, c
     assert "Traceback" not in err
     assert err.startswith("regulab train: error: Fashion-MNIST not found")
     searched = [line.split()[0] for line in err.splitlines() if line.startswith("  ")]
-    assert searched[:4] == [
-        str(given / "fashion-mnist"),
-        str(given),
+    assert searched[:3] == [
         str(env / "fashion-mnist"),
         str(env),
-    ]  # --data-dir first, then $REGULAB_DATA_DIR
+        str(tmp_path / "home" / ".cache" / "regulab" / "fashion-mnist"),
+    ]  # $REGULAB_DATA_DIR, then the cache (an explicit --data-dir is used alone)
     assert "point --data-dir or REGULAB_DATA_DIR at the folder" in err
     assert not out.exists()

@@ -84,15 +84,19 @@ def test_root_beats_env_beats_home(tmp_path, monkeypatch):
     assert_loaded(fashion_mnist(download=False), home_data)
 
 
-def test_an_incomplete_folder_is_passed_over(tmp_path, monkeypatch):
-    env_data = fake_set(2)
+def test_an_explicit_incomplete_folder_is_refused_not_replaced(tmp_path, monkeypatch):
+    # issue 16: a root lacking the labels trained on $REGULAB_DATA_DIR's files without a word
     write_set(tmp_path / "root", fake_set(1), only=FILES[:3])
-    write_set(tmp_path / "env", env_data)
+    write_set(tmp_path / "env", fake_set(2))
     monkeypatch.setenv("REGULAB_DATA_DIR", str(tmp_path / "env"))
-    assert_loaded(fashion_mnist(tmp_path / "root", download=False), env_data)
-    assert find_files("fashion-mnist", tmp_path / "root")["t10k-labels-idx1-ubyte.gz"] == (
-        tmp_path / "env" / "t10k-labels-idx1-ubyte.gz"
+    assert find_files("fashion-mnist", tmp_path / "root") is None
+    with pytest.raises(FileNotFoundError) as info:
+        fashion_mnist(tmp_path / "root", download=False)
+    assert str(info.value) == (
+        f"Fashion-MNIST not found: {tmp_path / 'root'} lacks t10k-labels-idx1-ubyte[.gz]"
     )
+    with pytest.raises(FileNotFoundError, match=r"typo is not a folder$"):
+        fashion_mnist(tmp_path / "typo", download=False)
 
 
 def test_mnist_looks_in_its_own_subfolder(tmp_path):
@@ -112,18 +116,18 @@ def test_the_subfolder_beats_files_directly_in_the_folder(tmp_path):
 
 def test_missing_without_download_names_the_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("REGULAB_DATA_DIR", str(tmp_path / "env"))
-    write_set(tmp_path / "root", fake_set(1), only=FILES[:3])
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_set(tmp_path / "env", fake_set(1), only=FILES[:3])
     with pytest.raises(FileNotFoundError) as info:
-        fashion_mnist(tmp_path / "root", download=False)
+        fashion_mnist(download=False)
     message = str(info.value)
     for folder in (
-        tmp_path / "root",
-        tmp_path / "root" / "fashion-mnist",
         tmp_path / "env",
+        tmp_path / "env" / "fashion-mnist",
         tmp_path / "home" / ".cache" / "regulab",
     ):
         assert f"  {folder}  (" in message
-    assert f"{tmp_path / 'root'}  (missing t10k-labels-idx1-ubyte[.gz])" in message
+    assert f"{tmp_path / 'env'}  (missing t10k-labels-idx1-ubyte[.gz])" in message
     assert "--data-dir" in message and "REGULAB_DATA_DIR" in message
 
 

@@ -382,21 +382,39 @@ OUTSIDE = [
     ("data.task", "ranking", "one of auto, classification, regression"),
     ("data.val_fraction", 1.0, "in [0, 1)"),
     ("data.test_fraction", 0.0, "in (0, 1)"),
-    ("data.seed", -1, "an integer >= 0"),
-    ("data.n_train", 0, "an integer >= 1"),
-    ("data.n_test", 0, "an integer >= 1"),
-    ("data.num_inputs", 0, "an integer >= 1"),
-    ("data.n", 0, "an integer >= 1"),
+    ("data.seed", -1, "an integer in [0, 2^63)"),
+    ("data.seed", 2**63, "an integer in [0, 2^63)"),
+    ("data.n_train", 0, "an integer in [1, 10^8]"),
+    ("data.n_test", 10**8 + 1, "an integer in [1, 10^8]"),
+    ("data.num_inputs", 0, "an integer in [1, 10^8]"),
+    ("data.n", 0, "an integer in [1, 10^8]"),
     ("model.name", "transformer", "one of linear, mlp, vgg_bn, resnet_bn"),
     ("model.factory", "model.py", CODE_TEXT),
     ("model.factory", "model:make()", CODE_TEXT),
+    ("model.hidden", [16, 0], "a list of integers >= 1"),
     ("model.dropout", [0.5, 1.0], "probabilities in [0, 1)"),
+    (
+        "model.cfg",
+        ["M"],
+        'a list of channel counts >= 1 and "M" (max pool), with at least one count',
+    ),
+    (
+        "model.cfg",
+        [8, "X"],
+        'a list of channel counts >= 1 and "M" (max pool), with at least one count',
+    ),
+    ("model.drop_block", 1.0, "a probability in [0, 1) (0 = off)"),
+    ("model.widths", [], "a non-empty list of integers >= 1"),
+    ("model.blocks", [2, 0], "a non-empty list of integers >= 1"),
+    ("model.drop_path", -0.1, "a probability in [0, 1) (0 = off)"),
     ("model.activation", "swish", "one of relu, gelu, tanh"),
     ("model.drop_block_size", 0, "an integer >= 1"),
     ("model.init", "xavier", "one of default, normal"),
     ("optim.name", "lbfgs", "one of sgd, adam, adamw"),
     ("optim.lr", float("nan"), "a finite number > 0"),
     ("optim.momentum", -0.9, "a finite number >= 0"),
+    ("optim.betas", [0.9], "two numbers in [0, 1), such as [0.9, 0.999]"),
+    ("optim.betas", [0.9, 1.0], "two numbers in [0, 1), such as [0.9, 0.999]"),
     ("optim.weight_decay", float("inf"), "a finite number >= 0"),
     ("penalty.l2", -1.0, "a finite number >= 0"),
     ("penalty.l1", float("nan"), "a finite number >= 0"),
@@ -412,6 +430,8 @@ OUTSIDE = [
     ("schedule.decay_rate", float("-inf"), "a finite number >= 0"),
     ("schedule.decay_steps", 0, "an integer >= 1"),
     ("schedule.step_size", -5, "an integer >= 1"),
+    ("schedule.warmup_steps", -1, "an integer >= 0"),
+    ("schedule.min_factor", 1.5, "a probability in [0, 1]"),
     ("early_stopping.patience", -1, "an integer >= 0"),
     ("early_stopping.monitor", "train_loss", "one of val_loss, val_accuracy"),
     ("early_stopping.min_delta", -1e-3, "a finite number >= 0"),
@@ -435,7 +455,8 @@ OUTSIDE = [
     ("train.batch_fn", "batches", CODE_TEXT),
     ("train.precision", "fp8", "one of fp32, bf16, fp16"),
     ("train.accumulate", 0, "an integer >= 1"),
-    ("train.seed", -1, "an integer >= 0"),
+    ("train.seed", -1, "an integer in [0, 2^63)"),
+    ("train.seed", 2**63, "an integer in [0, 2^63)"),
     ("train.clip_grad_norm", -1.0, "a finite number >= 0"),
     ("train.eval_train", -1, "an integer >= 0"),
     ("train.keep_checkpoints", 0, "an integer >= 1"),
@@ -659,7 +680,7 @@ def test_docs_recipes_md_ends_with_the_reference_the_schema_generates():
         assert f"### [{section}]" in generated
         for f in fields(cls):
             assert f"| `{f.name}` |" in generated, f"{section}.{f.name}"
-    assert generated.count("\n- ") == len(rules.JOINT_RULES)
+    assert generated.count("\n- ") == len(rules.JOINT_RULES) + len(rules.CHOICES)
 
 
 def test_data_dir_and_device_win_over_a_variant_in_every_command(tmp_path):

@@ -38,6 +38,9 @@ def typed(convert, check, allowed):
 positive_int = typed(int, lambda v: v >= 1, "a positive integer (1, 2, ...)")
 non_negative_int = typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = typed(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+MAX_SEEDS = 10_000  # runs of one command: a bound, so that a typo fails at once
+seed_int = typed(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)")
+seed_count = typed(int, lambda v: 1 <= v <= MAX_SEEDS, f"an integer in [1, {MAX_SEEDS}]")
 
 
 def lambda_list(text: str) -> tuple[float, ...]:
@@ -154,7 +157,7 @@ def add_recipe_arguments(
     )
     if seed:
         p.add_argument(
-            "--seed", type=non_negative_int, help="seed (default: the recipe's train.seed)"
+            "--seed", type=seed_int, help="seed in [0, 2^63) (default: the recipe's train.seed)"
         )
     p.add_argument(
         "--data-dir",

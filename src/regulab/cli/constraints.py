@@ -7,8 +7,9 @@ from regulab.cli._common import (
     fraction_list,
     positive_float,
     print_report,
-    typed,
+    seed_int,
 )
+from regulab.errors import UsageError
 
 HELP = "soft (penalty) vs hard (projection) L2, and why L1 gives zeros: a 2-D picture"
 
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seed",
-        type=typed(int, lambda v: 0 <= v < 2**63, "an integer in [0, 2^63)"),
+        type=seed_int,
         default=0,
         help="seed of the demo's data set and initial weights (default: 0)",
     )
@@ -41,9 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args, console) -> int:
     """`regulab constraints`: the run folder, then the table and the 2-D optima."""
     from regulab import runs
-    from regulab.demos import equivalence, equivalence_report
+    from regulab.demos import equivalence, equivalence_report, geometry
     from regulab.demos import run as demos
 
+    try:
+        geometry.check_radius(args.radius)  # before the run folder: the L1 optimum is exact
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
     out = args.out or runs.default_run_dir("constraints")
     summary = demos.constraints(
         args.seed, args.fractions, args.radius, out, overwrite=args.overwrite

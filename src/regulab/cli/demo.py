@@ -10,6 +10,7 @@ from regulab.cli._common import (
     positive_int,
     print_report,
     progress,
+    seed_count,
     typed,
 )
 from regulab.errors import UsageError
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--seeds",
-        type=positive_int,
+        type=seed_count,
         default=5,
         metavar="N",
         help="number of seeds, run as 0..N-1 (default: 5)",

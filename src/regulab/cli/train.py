@@ -12,9 +12,9 @@ from regulab.cli._common import (
     add_recipe_arguments,
     inputs,
     out_path,
-    positive_int,
     print_report,
     progress,
+    seed_count,
 )
 from regulab.errors import UsageError
 
@@ -26,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_recipe_argument(p, "TOML recipe, e.g. recipes/dropout_mlp_fashion.toml", optional=True)
     p.add_argument(
         "--seeds",
-        type=positive_int,
+        type=seed_count,
         metavar="N",
-        help="train seeds train.seed .. train.seed+N-1 (default: 1)",
+        help="train seeds train.seed .. train.seed+N-1 (default: 1, at most 10000)",
     )
     p.add_argument(
         "--resume",
@@ -94,7 +94,7 @@ def _plan(args):
             "RECIPE is required (or --resume DIR); e.g. recipes/dropout_mlp_fashion.toml"
         )
     recipe = recipes.resolve(args.recipe, args.set, data_dir=args.data_dir, device=args.device)
-    seeds = [recipe.train.seed + i for i in range(args.seeds or 1)]
+    seeds = recipes.seeds(recipe, args.seeds or 1)
     return recipe, seeds, args.out or runs.default_run_dir("train")
 
 

@@ -1,10 +1,11 @@
 """Fashion-MNIST (Xiao et al., arXiv:1708.07747) and MNIST (LeCun et al., 1998).
 
-Each data set is four IDX files. They are looked for in `root`, then
-$REGULAB_DATA_DIR, then ~/.cache/regulab; in each folder either directly or in a
-subfolder named after the data set (`fashion-mnist`, `mnist`), each file gzipped or
-not. When none has all four, they are downloaded into <first folder>/<data set>/,
-checked against their md5 sums before they are put in place.
+Each data set is four IDX files. They are looked for in `root` alone when it is given
+(never replaced by another folder), else in $REGULAB_DATA_DIR, then ~/.cache/regulab;
+in each folder either directly or in a subfolder named after the data set
+(`fashion-mnist`, `mnist`), each file gzipped or not. When none has all four, they are
+downloaded into <first folder>/<data set>/, checked against their md5 sums before they
+are put in place. `checksums` gives the md5 of the files read, for the record.
 """
 
 import contextlib
@@ -75,12 +76,39 @@ def mnist(root=None, *, download: bool = True, mirrors=None):
 
 
 def search_folders(name: str, root=None) -> list[Path]:
-    """The folders looked in for data set `name`, in order."""
-    bases = [] if root is None else [Path(root)]
-    if os.environ.get("REGULAB_DATA_DIR"):
-        bases.append(Path(os.environ["REGULAB_DATA_DIR"]))
-    bases.append(Path.home() / ".cache" / "regulab")
+    """The folders looked in for data set `name`, in order: root alone when it is given."""
+    if root is not None:
+        bases = [Path(root)]
+    else:
+        bases = [Path(os.environ["REGULAB_DATA_DIR"])] if os.environ.get("REGULAB_DATA_DIR") else []
+        bases.append(Path.home() / ".cache" / "regulab")
     return [folder for base in bases for folder in (base / name, base)]
+
+
+def missing_in(name: str, root) -> str | None:
+    """What an explicit folder lacks for data set `name`, in one line; None if it has all."""
+    if not Path(root).is_dir():
+        return f"{_TITLES[name]} not found: {root} is not a folder"
+    if find_files(name, root) is not None:
+        return None
+    folder = max(search_folders(name, root), key=lambda f: len(_files_in(f)))  # the fullest
+    found = _files_in(folder)
+    missing = [f"{file.removesuffix('.gz')}[.gz]" for file in FILES if file not in found]
+    where = f"{folder} lacks" if found else f"neither {root} nor {root}/{name} holds"
+    return f"{_TITLES[name]} not found: {where} {', '.join(missing)}"
+
+
+def holds_any(name: str, root) -> bool:
+    """Whether root, or its subfolder `name`, holds any of the four files."""
+    return any(_files_in(folder) for folder in search_folders(name, root))
+
+
+def checksums(name: str, root=None) -> dict:
+    """{"folder", "md5": {file: md5}} of the files of data set `name` that a load reads."""
+    files = find_files(name, root) or {}
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in files.values()}
+    folder = next(iter(files.values())).parent.resolve() if files else None
+    return {"folder": None if folder is None else str(folder), "md5": md5}
 
 
 def find_files(name: str, root=None) -> dict[str, Path] | None:
@@ -109,7 +137,8 @@ def _files_in(folder: Path) -> dict[str, Path]:
 def _load(name, md5s, default_mirrors, root, download, mirrors):
     files = find_files(name, root)
     if files is None and not download:
-        raise FileNotFoundError(_not_found_message(name, root))
+        message = _not_found_message(name) if root is None else missing_in(name, root)
+        raise FileNotFoundError(message)
     if files is None:
         folder = search_folders(name, root)[0]
         _download_missing(name, folder, md5s, default_mirrors if mirrors is None else mirrors)
@@ -142,9 +171,9 @@ def _pair(images_path: Path, labels_path: Path):
     return x, y.to(torch.int64)
 
 
-def _not_found_message(name: str, root) -> str:
+def _not_found_message(name: str) -> str:
     lines = [f"{_TITLES[name]} not found: no folder holds all four files. Searched:"]
-    for folder in search_folders(name, root):
+    for folder in search_folders(name):
         if not folder.is_dir():
             lines.append(f"  {folder}  (no such folder)")
             continue

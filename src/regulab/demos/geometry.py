@@ -7,6 +7,10 @@ the L1 diamond at a corner, where one weight is exactly zero. Both optima are
 computed with the library: the L2 one by projected gradient descent with
 `max_norm_`, the L1 one by proximal gradient descent with `prox_l1_` at the
 strength whose solution has ||w||_1 = radius (found by bisection).
+
+The L1 optimum moves with the strength at a slope of order 1 near the strength (about 3.4)
+that makes w = 0, so float64 resolves it to about 1e-15 absolute: radii below MIN_RADIUS
+(where that is no longer 9 significant digits) are refused.
 """
 
 import torch
@@ -18,6 +22,18 @@ from regulab.penalties import prox_l1_
 # loss(w) = (w - CENTER)^T CURVATURE (w - CENTER) / 2: correlated inputs, optimum (1, 2)
 CENTER = (1.0, 2.0)
 CURVATURE = ((1.0, -0.6), (-0.6, 2.0))
+MIN_RADIUS = 1e-6  # smallest radius whose L1 optimum float64 gives to 9 significant digits
+
+
+def check_radius(radius) -> float:
+    """radius as a float if it is a finite number >= MIN_RADIUS, else ValueError."""
+    radius = _checks.positive("radius", radius)
+    if radius < MIN_RADIUS:
+        raise ValueError(
+            f"radius must be a finite number >= {MIN_RADIUS:g}: below it float64 cannot resolve "
+            f"the L1 optimum (an error of about 1e-15 near w = 0); got {radius!r}"
+        )
+    return radius
 
 
 def _problem(center, curvature):
@@ -52,7 +68,7 @@ def _descend(a, c, after_step, start=None, tol=1e-14, max_steps=100_000):
 
 def l2_optimum(radius: float, center=CENTER, curvature=CURVATURE) -> torch.Tensor:
     """argmin loss(w) subject to ||w||_2 <= radius, by projected gradient descent."""
-    radius = _checks.positive("radius", radius)
+    radius = check_radius(radius)
     c, a = _problem(center, curvature)
     return _descend(a, c, lambda w, lr: max_norm_(w, radius))
 
@@ -62,9 +78,9 @@ def l1_optimum(radius: float, center=CENTER, curvature=CURVATURE) -> tuple[torch
 
     Proximal gradient descent on loss + lam * ||w||_1 for the lam at which the
     solution has ||w||_1 = radius (bisection; the L1 norm of the solution falls
-    as lam grows).
+    as lam grows), bisected until lo and hi are neighbouring floats.
     """
-    radius = _checks.positive("radius", radius)
+    radius = check_radius(radius)
     c, a = _problem(center, curvature)
 
     def solve(lam, start=None):
@@ -76,8 +92,7 @@ def l1_optimum(radius: float, center=CENTER, curvature=CURVATURE) -> tuple[torch
     while float(solve(hi).abs().sum()) > radius:
         lo, hi = hi, hi * 2
     w = solve(hi)
-    while hi - lo > 1e-12 * hi:
-        mid = (lo + hi) / 2
+    while lo < (mid := (lo + hi) / 2) < hi:  # until no float lies between lo and hi
         w_mid = solve(mid, start=w)
         if float(w_mid.abs().sum()) > radius:
             lo = mid

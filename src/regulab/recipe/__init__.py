@@ -15,6 +15,7 @@ from regulab.recipe.load import (
     place,
     resolve,
     resumed,
+    seeds,
     stored_run,
     to_dict,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "place",
     "resolve",
     "resumed",
+    "seeds",
     "stored_run",
     "to_dict",
 ]

@@ -195,7 +195,7 @@ def build_regularizers(recipe: Recipe, model: nn.Module, optimizer) -> dict:
     if p.l1 and p.l1_mode == "proximal":  # ISTA: threshold = current lr * l1
         after_step.append(lambda: prox_l1_(decayed, optimizer.param_groups[0]["lr"] * p.l1))
     if p.max_norm:
-        dim = None if p.max_norm_dim == -1 else p.max_norm_dim
+        dim = None if p.max_norm_dim == -1 else _norm_dim(recipe, decayed)
         after_step.append(partial(max_norm_, decayed, p.max_norm, dim=dim))
     es = recipe.early_stopping
     early = None
@@ -203,6 +203,20 @@ def build_regularizers(recipe: Recipe, model: nn.Module, optimizer) -> dict:
         mode = "min" if es.monitor.endswith("loss") else "max"
         early = EarlyStopping(es.monitor, mode, es.patience, es.min_delta)
     return {"penalty": penalty, "after_step": after_step, "early_stopping": early}
+
+
+def _norm_dim(recipe: Recipe, weights: list) -> int:
+    """penalty.max_norm_dim, checked against every weight the constraint acts on."""
+    dim, fewest = recipe.penalty.max_norm_dim, min(w.ndim for w in weights)
+    if dim >= fewest:
+        m = recipe.model
+        what = f"model.factory {m.factory!r}" if m.factory else f"model.name {m.name!r}"
+        raise RecipeError(
+            f"penalty.max_norm_dim must be -1 (whole tensor) or a dimension of every weight "
+            f"max_norm acts on, 0 .. {fewest - 1}: {what} has weights of {fewest} dimensions; "
+            f"got {dim}"
+        )
+    return dim
 
 
 def build_schedule(recipe: Recipe, steps_per_epoch: int):

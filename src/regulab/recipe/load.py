@@ -20,6 +20,7 @@ from pathlib import Path
 
 from regulab import run_files
 from regulab.errors import RecipeError
+from regulab.recipe import rules
 from regulab.recipe.schema import SECTIONS, Recipe, check
 
 
@@ -35,6 +36,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Recipe:
     for text in overrides:
         apply_override(raw, text)
     recipe = from_dict(raw, source=str(path))
+    refuse_idle(recipe, str(path))
     for text in overrides:  # an override that every variant replaces would do nothing
         section, name = text.partition("=")[0].strip().split(".")
         setters = [v for v, ov in recipe.variants.items() if name in ov.get(section, {})]
@@ -87,6 +89,41 @@ def from_dict(raw: dict, source: str = "recipe") -> Recipe:
             )
     recipe.variants = variants
     return recipe
+
+
+def refuse_idle(recipe: Recipe, source: str = "recipe") -> None:
+    """Refuse a key that no run uses (`rules.idle_settings`): one a variant sets that its own
+    model, optimizer, schedule or data set does not use, or one the recipe sets that its
+    choices do not use and no variant inheriting it uses either."""
+    unused = rules.idle_settings(recipe)  # the recipe's own keys that its choices do not use
+    for name, run in expand(recipe).items() if recipe.variants else ():
+        sets = recipe.variants[name]
+        idle = rules.idle_settings(run)
+        for key, problem in idle.items():
+            section, field = key.split(".")
+            if field in sets.get(section, {}):
+                raise RecipeError(f"{source}: [variants.{name}] {problem}")
+        for key in list(unused):
+            section, field = key.split(".")
+            if field not in sets.get(section, {}) and key not in idle:
+                del unused[key]  # a variant inherits it and uses it
+    for problem in unused.values():
+        raise RecipeError(f"{source}: {problem}")
+
+
+def seeds(recipe: Recipe, count: int = 1, first: int | None = None) -> list[int]:
+    """The run seeds first (default train.seed), first + 1, ..., first + count - 1, each in
+    [0, 2^63) (with data.vary_seed, data.seed + seed too); errors name --seed and --seeds."""
+    first = recipe.train.seed if first is None else first
+    last = first + count - 1
+    offset = recipe.data.seed if recipe.data.vary_seed else 0
+    if first < 0 or last + offset >= 2**63:
+        vary = f" + data.seed {offset} (data.vary_seed)" if offset else ""
+        raise RecipeError(
+            f"seeds must be integers in [0, 2^63): the first seed {first} (--seed or "
+            f"train.seed) + --seeds {count} - 1{vary} = {last + offset} is too large"
+        )
+    return list(range(first, last + 1))
 
 
 def expand(recipe: Recipe) -> dict[str, Recipe]:

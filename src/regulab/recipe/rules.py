@@ -10,6 +10,7 @@ from regulab.recipe.schema import (
     BN_MODELS,
     CLASSIFICATION_DATASETS,
     LOSSES,
+    MAX_SIZE,
     REGRESSION_DATASETS,
     VECTOR_MODELS,
     Data,
@@ -139,6 +140,28 @@ def vector_data_needs_a_vector_model(r: Recipe) -> str | None:
         )
 
 
+def resnet_stages_match(r: Recipe) -> str | None:
+    """resnet_bn: `model.widths` and `model.blocks` have one entry per stage."""
+    m = r.model
+    if not m.factory and m.name == "resnet_bn" and len(m.widths) != len(m.blocks):
+        return (
+            f"model.blocks must have one entry per stage, as many as model.widths "
+            f"({len(m.widths)}); got {m.blocks!r}"
+        )
+
+
+def synthetic_data_fits(r: Recipe) -> str | None:
+    """synthetic_linear: (n_train + n_test) * num_inputs is at most 10^8 (drawn at once)."""
+    d = r.data
+    values = (d.n_train + d.n_test) * d.num_inputs
+    if bundled(d) == "synthetic_linear" and values > MAX_SIZE:
+        return (
+            f"data.n_train + data.n_test times data.num_inputs must be at most 10^8 "
+            f"values (they are drawn at once); got ({d.n_train} + {d.n_test}) * "
+            f"{d.num_inputs} = {values}"
+        )
+
+
 JOINT_RULES = (
     one_source_of_data,
     settings_of_your_code_need_it,
@@ -148,4 +171,57 @@ JOINT_RULES = (
     regression_monitors_val_loss,
     sparsity_needs_batchnorm,
     vector_data_needs_a_vector_model,
+    resnet_stages_match,
+    synthetic_data_fits,
 )
+
+
+# Keys that only some choices use: section -> (the key that chooses, {choice: keys it uses}).
+# A key set (not its default) where the choice does not use it is refused (`idle_settings`).
+CHOICES = {
+    "model": ("name", {
+        "linear": (),
+        "mlp": ("hidden", "dropout", "activation"),
+        "vgg_bn": ("cfg", "dropout", "drop_block", "drop_block_size"),
+        "resnet_bn": ("widths", "blocks", "drop_path"),
+    }),
+    "optim": ("name", {"sgd": ("momentum", "nesterov"), "adam": ("betas",),
+                       "adamw": ("betas",)}),
+    "schedule": ("name", {
+        "constant": (),
+        "inverse_sqrt": ("gamma",),
+        "inverse_time": ("decay_rate", "decay_steps"),
+        "step": ("step_size", "gamma"),
+        "exponential": ("gamma",),
+        "cosine": ("warmup_steps", "min_factor"),
+    }),
+    "data": ("name", {"synthetic_linear": ("n_train", "n_test", "num_inputs"), "line": ("n",),
+                      **{name: () for name in ("fashion_mnist", "mnist", "digits")}}),
+}  # fmt: skip
+
+
+def idle_settings(r: Recipe) -> dict[str, str]:
+    """{"section.key": what is wrong} for every key set (not its default) that the recipe's
+    choice of model, optimizer, schedule or data set does not use; a model.factory uses none
+    of the bundled models' keys, a data.path or data.factory none of the bundled sets'."""
+    idle = {}
+    for section, (chooser, uses) in CHOICES.items():
+        table = getattr(r, section)
+        default = type(table)()
+        choice = getattr(table, chooser) or "fashion_mnist"  # data.name "" = fashion_mnist
+        own = {"model": r.model.factory, "data": r.data.path or r.data.factory}.get(section)
+        used = () if own else uses.get(choice, ())
+        for key in dict.fromkeys(k for keys in uses.values() for k in keys):
+            value = getattr(table, key)
+            if key in used or value == getattr(default, key):
+                continue
+            users = [name for name, keys in uses.items() if key in keys]
+            what = (
+                f"{section}.factory {own!r}" if section == "model" and own
+                else "your data" if own else f"{section}.{chooser} {choice!r}"
+            )  # fmt: skip
+            idle[f"{section}.{key}"] = (
+                f"{section}.{key} is used by {' and '.join(users)} only, and {what} does not use "
+                f"it (it uses {', '.join(used) or 'none of them'}); got {value!r}"
+            )
+    return idle

@@ -115,7 +115,8 @@ def train_one(recipe, variant: str, seed: int, folder: Path, *, resume=False, pr
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         if not (resume and (folder / "config.json").exists()):
-            runs.write_json(folder / "config.json", _config(recipe, variant, [seed]))
+            config = {**_config(recipe, variant, [seed]), "data_files": splits.files}
+            runs.write_json(folder / "config.json", config)  # data_files: the folder read
         runs.write_json(summary_path, _summary("running", variant, seed, splits, recipe, None, 0.0))
     gammas = _gamma_record(folder / "gamma.json", model, resume)
     task = None

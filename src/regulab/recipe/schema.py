@@ -58,6 +58,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 L1_MODES = ("subgradient", "proximal")  # L1 as s*sign(w) in the grad, or a soft-threshold step
 
 # Ranges that fields allow; each `text` completes "<key> must be ...; got <value>".
+MAX_SIZE = 10**8  # examples or features of a generated data set (memory is allocated at once)
 COUNT = Allowed("an integer >= 0", lambda v: v >= 0)
 AT_LEAST_1 = Allowed("an integer >= 1", lambda v: v >= 1)
 NONNEG = Allowed("a finite number >= 0", lambda v: 0 <= v < math.inf)
@@ -70,6 +71,29 @@ HALF_SHARE = Allowed("a number in (0, 0.5]", lambda v: 0 < v <= 0.5)
 RUNS = Allowed("a finite number >= 1", lambda v: 1 <= v < math.inf)
 AT_LEAST_2 = Allowed("an integer >= 2", lambda v: v >= 2)
 DIM = Allowed("-1 or a dimension >= 0", lambda v: v >= -1)
+INT64 = Allowed(  # every integer, also in lists: what torch and JSON readers hold
+    "within [-2^63, 2^63)",
+    lambda v: all(-(2**63) <= i < 2**63 for i in (v if isinstance(v, list) else [v])
+                  if isinstance(i, int)),
+)  # fmt: skip
+SEED = Allowed("an integer in [0, 2^63)", lambda v: 0 <= v < 2**63)
+SIZE = Allowed("an integer in [1, 10^8]", lambda v: 1 <= v <= MAX_SIZE)
+RATE = Allowed("a probability in [0, 1) (0 = off)", lambda v: 0 <= v < 1)
+BETAS = Allowed(
+    "two numbers in [0, 1), such as [0.9, 0.999]",
+    lambda b: len(b) == 2 and all(0 <= v < 1 for v in b),
+)
+WIDTHS = Allowed("a list of integers >= 1", lambda ws: all(w >= 1 for w in ws))
+STAGES = Allowed(
+    "a non-empty list of integers >= 1", lambda ws: len(ws) > 0 and all(w >= 1 for w in ws)
+)
+CFG = Allowed(
+    'a list of channel counts >= 1 and "M" (max pool), with at least one count',
+    lambda cfg: (
+        any(isinstance(c, int) for c in cfg)
+        and all(c == "M" if isinstance(c, str) else c >= 1 for c in cfg)
+    ),
+)
 DROPOUTS = Allowed("probabilities in [0, 1)", lambda ps: all(0 <= p < 1 for p in ps))
 RATIOS = Allowed(
     "a non-empty list of numbers in [0, 1)", lambda rs: len(rs) > 0 and all(0 <= r < 1 for r in rs)
@@ -105,16 +129,16 @@ class Data:
     factory: str = default("", CODE)  # your function -> {"train": (x, y), "val": .., "test": ..}
     kwargs: dict = default({})  # factory: its keyword arguments
     task: str = default("auto", TASKS)  # path, factory: auto = integer y classify, float y regress
-    root: str = ""  # folder holding the files; "" = $REGULAB_DATA_DIR, then ~/.cache/regulab
+    root: str = ""  # folder of the files, used alone; "": $REGULAB_DATA_DIR, ~/.cache/regulab
     download: bool = True  # fetch missing files from the official mirrors (md5-checked)
     val_fraction: float = default(0.1, FRACTION)  # no validation set given: share of training
     test_fraction: float = default(0.2, OPEN_FRACTION)  # no test set given: share held out
-    seed: int = default(0, COUNT)  # seed of the train/validation(/test) split and synthetic draws
+    seed: int = default(0, SEED)  # seed of the train/validation(/test) split and synthetic draws
     vary_seed: bool = False  # add the run's seed to `seed`: every seed sees fresh data
-    n_train: int = default(20, AT_LEAST_1)  # synthetic_linear: training examples
-    n_test: int = default(100, AT_LEAST_1)  # synthetic_linear: test examples
-    num_inputs: int = default(200, AT_LEAST_1)  # synthetic_linear: input features
-    n: int = default(100, AT_LEAST_1)  # line: examples of y = 3x + 5 + N(0, 1), x ~ U(0, 10)
+    n_train: int = default(20, SIZE)  # synthetic_linear: training examples
+    n_test: int = default(100, SIZE)  # synthetic_linear: test examples
+    num_inputs: int = default(200, SIZE)  # synthetic_linear: input features
+    n: int = default(100, SIZE)  # line: examples of y = 3x + 5 + N(0, 1), x ~ U(0, 10)
 
 
 @dataclass
@@ -122,15 +146,15 @@ class Model:
     name: str = default("mlp", MODELS)  # a bundled network (inputs, classes from the data)
     factory: str = default("", CODE)  # your function -> nn.Module; then the keys below are unused
     kwargs: dict = default({})  # factory: its keyword arguments
-    hidden: list[int] = default([256, 256])  # mlp: hidden layer widths
+    hidden: list[int] = default([256, 256], WIDTHS)  # mlp: hidden layer widths
     dropout: list[float] = default([], DROPOUTS)  # mlp: p per hidden layer; vgg_bn: [p]
     activation: str = default("relu", ("relu", "gelu", "tanh"))  # mlp: between the layers
-    cfg: list[int | str] = default([32, "M", 64, "M", 128, "M"])  # vgg_bn: widths, "M" = max-pool
-    drop_block: float = 0.0  # vgg_bn: DropBlock drop probability (0 = off)
+    cfg: list[int | str] = default([32, "M", 64, "M", 128, "M"], CFG)  # vgg_bn: "M" = max-pool
+    drop_block: float = default(0.0, RATE)  # vgg_bn: DropBlock drop probability (0 = off)
     drop_block_size: int = default(3, AT_LEAST_1)  # vgg_bn: DropBlock block size, pixels
-    widths: list[int] = default([16, 32, 64])  # resnet_bn: stage widths
-    blocks: list[int] = default([2, 2, 2])  # resnet_bn: blocks per stage
-    drop_path: float = 0.0  # resnet_bn: DropPath probability of the last block (0 = off)
+    widths: list[int] = default([16, 32, 64], STAGES)  # resnet_bn: stage widths
+    blocks: list[int] = default([2, 2, 2], STAGES)  # resnet_bn: blocks per stage (as widths)
+    drop_path: float = default(0.0, RATE)  # resnet_bn: DropPath probability of the last block
     init: str = default("default", ("default", "normal"))  # PyTorch's | N(0, 1), biases 0
 
 
@@ -140,7 +164,7 @@ class Optim:
     lr: float = default(0.1, POSITIVE)  # learning rate; gradients are means over the minibatch
     momentum: float = default(0.0, NONNEG)  # sgd: heavy-ball momentum
     nesterov: bool = False  # sgd: Nesterov momentum
-    betas: list[float] = default([0.9, 0.999])  # adam/adamw
+    betas: list[float] = default([0.9, 0.999], BETAS)  # adam/adamw: moment decay rates
     weight_decay: float = default(0.0, NONNEG)  # sgd/adam: coupled, wd*||w||^2/2; adamw: decoupled
     no_decay: list[str] = default([])  # extra name patterns kept undecayed
 
@@ -161,8 +185,8 @@ class Schedule:
     decay_rate: float = default(1.0, NONNEG)  # inverse_time: 1/(1 + decay_rate * t / decay_steps)
     decay_steps: int = default(1, AT_LEAST_1)  # inverse_time: steps per unit of decay
     step_size: int = default(1000, AT_LEAST_1)  # step: steps between multiplications by gamma
-    warmup_steps: int = 0  # cosine: linear warmup steps
-    min_factor: float = 0.0  # cosine: final lr as a fraction of eta0
+    warmup_steps: int = default(0, COUNT)  # cosine: linear warmup steps
+    min_factor: float = default(0.0, PROBABILITY)  # cosine: final lr as a fraction of eta0
 
 
 @dataclass
@@ -204,7 +228,7 @@ class Train:
     cutmix: float = default(0.0, NONNEG)  # Beta(alpha, alpha) of CutMix (0 = off)
     precision: str = default("fp32", PRECISIONS)  # autocast; fp16 + torch.amp.GradScaler (CPU too)
     accumulate: int = default(1, AT_LEAST_1)  # batches per optimizer step (gradients summed)
-    seed: int = default(0, COUNT)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
+    seed: int = default(0, SEED)  # first seed; --seeds N runs seed, seed+1, ..., seed+N-1
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
     clip_grad_norm: float = default(0.0, NONNEG)  # max total gradient norm (0 = off)
     eval_train: int = default(10000, COUNT)  # train examples re-evaluated in eval mode (0: running)
@@ -261,7 +285,7 @@ def check(recipe: Recipe, source: str = "recipe") -> None:
     """Test every field's declared rules, section by section, then `rules.JOINT_RULES`; stop at
     the first that fails."""
     for key, value, allowed in _walk(recipe):
-        for rule in allowed:
+        for rule in (*allowed, INT64):
             if not rule.ok(value):
                 raise RecipeError(f"{source}: {key} must be {rule.text}; got {value!r}")
     from regulab.recipe.rules import JOINT_RULES  # they read the dataclasses above

@@ -38,17 +38,20 @@ class Splits:
     test: tuple
     num_classes: int  # classes; regression: outputs (1 per target column)
     task: str = "classification"  # or "regression"
+    files: dict | None = None  # Fashion-MNIST, MNIST: {"folder": read, "md5": {file: md5}}
 
     def to(self, device) -> "Splits":
         move = lambda pair: None if pair is None else tuple(t.to(device) for t in pair)  # noqa: E731
         return Splits(
-            move(self.train), move(self.val), move(self.test), self.num_classes, self.task
-        )
+            move(self.train), move(self.val), move(self.test), self.num_classes, self.task,
+            self.files,
+        )  # fmt: skip
 
 
 def load_data(recipe: Recipe, seed: int) -> Splits:
     """The recipe's data, split; data.seed (plus the run's seed with vary_seed) fixes it."""
     name = rules.bundled(recipe.data)
+    check_root(recipe, name)
     if name is None:
         parts, task, outputs, where = own_data(recipe, seed)
         splits = Splits(parts["train"], parts["val"], parts["test"], outputs, task)
@@ -56,7 +59,9 @@ def load_data(recipe: Recipe, seed: int) -> Splits:
         return splits
     train, val, test = _bundled(recipe, name, seed)
     task = "classification" if name in CLASSIFICATION_DATASETS else "regression"
-    return Splits(train, val, test, 10 if task == "classification" else 1, task)
+    files = _images(name, recipe.data.root or None, recipe.data.download)[2] if name in (
+        "fashion_mnist", "mnist") else None  # fmt: skip
+    return Splits(train, val, test, 10 if task == "classification" else 1, task, files)
 
 
 def _bundled(recipe: Recipe, name: str, seed: int) -> tuple:
@@ -65,11 +70,13 @@ def _bundled(recipe: Recipe, name: str, seed: int) -> tuple:
 
     d = recipe.data
     data_seed = d.seed + (seed if d.vary_seed else 0)
+    where = f"data.name {name}"
     if name in ("fashion_mnist", "mnist"):
-        (x, y), test = _images(name, d.root or None, d.download)
+        (x, y), test, _ = _images(name, d.root or None, d.download)
     elif name == "digits":
         x_all, y_all = digits()
-        (x, y), test = train_val_split(x_all.unsqueeze(1), y_all, d.test_fraction, data_seed)
+        (x, y), test = _hold_out(x_all.unsqueeze(1), y_all, d.test_fraction, data_seed, "test",
+                                 where)  # fmt: skip
     elif name == "synthetic_linear":
         g = torch.Generator().manual_seed(data_seed)
         x, y = synthetic_linear(d.n_train, d.num_inputs, generator=g)
@@ -78,8 +85,32 @@ def _bundled(recipe: Recipe, name: str, seed: int) -> tuple:
         g = torch.Generator().manual_seed(data_seed)
         x_all = torch.rand(d.n, 1, generator=g, dtype=torch.float64) * 10
         y_all = 3 * x_all[:, 0] + 5 + torch.randn(d.n, generator=g, dtype=torch.float64)
-        (x, y), test = train_val_split(x_all.float(), y_all.float(), d.test_fraction, data_seed)
-    return (*train_val_split(x, y, d.val_fraction, data_seed), test)
+        (x, y), test = _hold_out(x_all.float(), y_all.float(), d.test_fraction, data_seed,
+                                 "test", where)  # fmt: skip
+    return (*_hold_out(x, y, d.val_fraction, data_seed, "val", where), test)
+
+
+def check_root(recipe: Recipe, name: str | None) -> None:
+    """An explicit data.root (--data-dir) is used or refused, never replaced by another folder:
+    it must be a folder, and for Fashion-MNIST or MNIST hold the four files, or none of them
+    with data.download on (then they are downloaded into it)."""
+    from regulab.data import mnist_files
+
+    d = recipe.data
+    if d.root and not Path(d.root).is_dir():
+        raise RecipeError(
+            f"data.root (--data-dir) must be a folder; got {d.root!r}: no such folder"
+        )
+    if not d.root or name not in ("fashion_mnist", "mnist"):
+        return
+    folder = name.replace("_", "-")
+    problem = mnist_files.missing_in(folder, d.root)
+    empty = not mnist_files.holds_any(folder, d.root)
+    if problem and not (empty and d.download):
+        fix = "set it to the folder holding the four files, or leave it out"
+        if empty:
+            fix = "set data.download = true to download them into it, or " + fix
+        raise RecipeError(f"data.root (--data-dir): {problem}; {fix}")
 
 
 def check_task(recipe: Recipe, splits: Splits, where: str) -> None:
@@ -115,13 +146,15 @@ def load_checked(recipe: Recipe, seed: int) -> Splits:
 
 @lru_cache(maxsize=2)
 def _images(name: str, root: str | None, download: bool):
-    """Fashion-MNIST or MNIST as float32 (N, 1, 28, 28) in [0, 1]; read once per process."""
-    from regulab.data import fashion_mnist, mnist
+    """Fashion-MNIST or MNIST as float32 (N, 1, 28, 28) in [0, 1], and the files read (their
+    folder and md5s); read once per process."""
+    from regulab.data import fashion_mnist, mnist, mnist_files
 
     (x, y), (xt, yt) = (fashion_mnist if name == "fashion_mnist" else mnist)(
         root, download=download
     )
-    return ((x.float() / 255).unsqueeze(1), y), ((xt.float() / 255).unsqueeze(1), yt)
+    files = mnist_files.checksums(name.replace("_", "-"), root)
+    return ((x.float() / 255).unsqueeze(1), y), ((xt.float() / 255).unsqueeze(1), yt), files
 
 
 def file_path(recipe: Recipe) -> Path:
@@ -250,7 +283,7 @@ def _hold_out(x, y, fraction: float, seed: int, split: str, where: str):
     if not 0 < held < n:
         key = f"data.{split}_fraction"
         raise RecipeError(
-            f"{where}: {key} = {fraction} of the {n} training examples holds out {held}; "
+            f"{where}: {key} = {fraction} of the {n} examples holds out {held}; "
             f"choose {key} so that 1 <= round({key} * {n}) <= {n - 1}, or give a {split} set"
         )
     return train_val_split(x, y, fraction, seed)
