@@ -16,6 +16,7 @@ import torch
 from conftest import run_cli
 from regulab import recipe as recipes
 from regulab import slim
+from regulab.data.mnist_files import FASHION_MNIST_MD5
 from regulab.metrics import evaluate
 from regulab.recipe import RecipeError, build
 from regulab.tune import run as tune_run
@@ -248,6 +249,8 @@ def test_fashion_mnist_end_to_end(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["plan"]["rungs"] == [{"epoch": 1, "alive": 2}, {"epoch": 2, "alive": 1}]
     assert s["spent"] == 1.5 and s["best"]["test_accuracy"] > 0.7  # 10,000 test images
+    read = json.loads((out / "config.json").read_text())["data_files"]  # the folder read
+    assert Path(read["folder"]).parent == FASHION and read["md5"] == FASHION_MNIST_MD5
     model = slim.load(out / "best")
     chosen = recipes.from_dict(json.loads((out / "best" / "recipe.json").read_text()))
     chosen = recipes.place(chosen, str(FASHION))
@@ -265,3 +268,10 @@ def test_copies_that_would_not_fit_in_memory_are_refused(tmp_path, capsys, monke
     assert "configs: 5 copies of the model need an estimated" in err
     assert "more than 90 % of the 64.0 KiB available on cpu" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_config_json_records_the_data_folder_read(tmp_path):
+    """Fashion-MNIST's folder and md5s in config.json (digits: no files, null)."""
+    out = tmp_path / "run"
+    assert run_cli("tune", RECIPE, *SMALL, "--budget", "1", "--out", str(out)) == 0
+    assert json.loads((out / "config.json").read_text())["data_files"] is None

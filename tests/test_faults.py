@@ -88,8 +88,6 @@ def one_line(code, err, command="train") -> None:
 # --- races -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 16: nothing claims a run folder; two runs interleave",
-                   strict=False)  # fmt: skip
 def test_two_trains_on_one_new_out_one_wins_whole(tmp_path):
     """Two `train` on the same new --out: one completes, the other is refused in one line, and
     the folder holds one run's files (its config, metrics and summary agree)."""
@@ -112,7 +110,6 @@ def test_two_trains_on_one_new_out_one_wins_whole(tmp_path):
     assert hidden(out) == []
 
 
-@pytest.mark.xfail(reason="issue 16: two --resume of one folder crash one", strict=False)
 def test_two_resumes_of_one_folder(earlier, tmp_path):
     run = tmp_path / "stopped"
     shutil.copytree(earlier["stopped"], run)
@@ -127,8 +124,6 @@ def test_two_resumes_of_one_folder(earlier, tmp_path):
 # --- signals ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 16: SIGKILL during --overwrite hides the earlier run",
-                   strict=False)  # fmt: skip
 def test_sigkill_during_overwrite_then_the_next_command(earlier, tmp_path):
     """The earlier run is back byte-identical, or the new run is complete: never hidden."""
     out = tmp_path / "run"
@@ -147,7 +142,6 @@ def test_sigkill_during_overwrite_then_the_next_command(earlier, tmp_path):
     assert snapshot(out) == before or done
 
 
-@pytest.mark.xfail(reason="issue 16: SIGTERM is not handled like Ctrl-C", strict=False)
 @pytest.mark.parametrize("command", ["train", "demo"])
 def test_sigterm_exits_like_ctrl_c_and_leaves_no_partial_folder(tmp_path, command):
     (tmp_path / "slow.toml").write_text(toml_text(SLOW))
@@ -168,7 +162,6 @@ def test_sigterm_exits_like_ctrl_c_and_leaves_no_partial_folder(tmp_path, comman
     assert hidden(out) == []
 
 
-@pytest.mark.xfail(reason="issue 16: after Ctrl-C train says nothing was written", strict=False)
 def test_ctrl_c_of_train_says_the_run_can_be_resumed(tmp_path):
     (tmp_path / "slow.toml").write_text(toml_text(SLOW))
     out = tmp_path / "out"
@@ -223,7 +216,7 @@ def cheap(command: str, box, recipe: Path) -> list:
     return [command, *(names.get(a, a) for a in CHEAP[command])]
 
 
-FULL_DISK = pytest.mark.xfail(reason="issue 16: a full disk gives a traceback", strict=False)
+FULL_DISK = ()  # fixed in issue 16
 
 
 @pytest.mark.parametrize(
@@ -244,8 +237,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_run(earlier, command):
         assert {k: v for k, v in after.items() if not k.startswith("out")} == before
 
 
-LATE_OUT = pytest.mark.xfail(reason="issue 16: a read-only or mounted --out fails late",
-                             strict=False)  # fmt: skip
+LATE_OUT = ()  # fixed in issue 16
 
 
 @pytest.mark.parametrize(
@@ -269,7 +261,6 @@ def test_an_out_that_cannot_take_the_run_is_refused_first(earlier, command, wher
 # --- replays of the issue's defects, in-process ----------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 16: train gives tracebacks for --out problems", strict=False)
 @pytest.mark.parametrize("problem", ["under a file", "name over 255 bytes", "dangling symlink"])
 def test_train_refuses_an_out_it_cannot_write(earlier, problem):
     with sandbox(earlier) as box:
@@ -285,8 +276,6 @@ def test_train_refuses_an_out_it_cannot_write(earlier, problem):
         box.run("train", box.root / "tiny.toml", "--out", out)
 
 
-@pytest.mark.xfail(reason="issue 16: --overwrite does not protect the command's own input",
-                   strict=False)  # fmt: skip
 @pytest.mark.parametrize("command", ["compare", "slim"])
 def test_out_equal_to_the_input_is_refused(earlier, command):
     with sandbox(earlier) as box:
@@ -299,8 +288,6 @@ def test_out_equal_to_the_input_is_refused(earlier, command):
         assert code == 2, err
 
 
-@pytest.mark.xfail(reason="issue 16: a mistyped --data-dir silently reads $REGULAB_DATA_DIR",
-                   strict=False)  # fmt: skip
 def test_an_explicit_data_dir_is_used_or_refused(earlier, monkeypatch):
     if not (FASHION / "train-labels-idx1-ubyte.gz").exists() and not FASHION.is_dir():
         pytest.skip(f"no Fashion-MNIST in {FASHION}")
@@ -313,7 +300,6 @@ def test_an_explicit_data_dir_is_used_or_refused(earlier, monkeypatch):
         assert code in (1, 2) and "mistyped" in err
 
 
-@pytest.mark.xfail(reason="issue 16: --seeds 1e11 builds a list of 1e11 seeds", strict=False)
 def test_a_huge_seed_count_is_refused_at_once(earlier):
     with sandbox(earlier) as box:
         (box.root / "tiny.toml").write_text(toml_text(TINY))

@@ -312,7 +312,6 @@ def test_the_stopped_run_resumes_and_the_sandbox_sees_a_change(earlier):
 # --- the fuzz tests --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 16: variant names become paths; late checks", strict=False)
 @fuzz_settings(max_examples=40)
 @given(recipe=recipes())
 @example(recipe={**TINY, "variants": {"x/../../../victim": {}, "b": {}}})
@@ -352,8 +351,6 @@ REFUSED = {  # settings the issue found accepted, or refused late (exit 1, anoth
 }
 
 
-@pytest.mark.xfail(reason="issue 16: late checks of --set values (betas, max_norm_dim, seeds)",
-                   strict=False)  # fmt: skip
 @fuzz_settings(max_examples=40)
 @given(base=st.sampled_from(["tiny", "live"]), key=SET_KEYS, text=SET_TEXT)
 @example(base="live", key="optim.betas", text="[0.9]")
@@ -414,7 +411,6 @@ def fill(args, box: Box):
 OPTIONS = [(command, option) for command in sorted(COMMANDS) for option in COMMANDS[command][1]]
 
 
-@pytest.mark.xfail(reason="issue 16: seeds >= 2^63, devices, out names", strict=False)
 @fuzz_settings(max_examples=60)
 @given(chosen=st.sampled_from(OPTIONS), text=OPTION_TEXT)
 @example(chosen=("sweep", "--seed"), text="18446744073709551616")
@@ -488,7 +484,6 @@ READERS = {  # command -> (arguments, out); {run}: the corrupted run
 }  # fmt: skip
 
 
-@pytest.mark.xfail(reason="issue 16: corrupt run folders give tracebacks", strict=False)
 @fuzz_settings(max_examples=50)
 @given(reader=st.sampled_from(sorted(READERS)), damage=corruption())
 @example(reader="resume", damage=("checkpoints/epoch-0001/model.safetensors", "truncate", 0.5))

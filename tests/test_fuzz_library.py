@@ -55,8 +55,6 @@ def data(draw):
     return x, y
 
 
-@pytest.mark.xfail(reason="issue 16: fit's data is not checked (labels, shapes, dtypes)",
-                   strict=False)  # fmt: skip
 @fuzz_settings(max_examples=60)
 @given(xy=data(), batch_size=st.sampled_from([1, 4, 64]), loss=st.sampled_from(
     ["cross_entropy", "mse", "half_mse"]))  # fmt: skip
@@ -77,7 +75,6 @@ def test_fit_checks_its_data(xy, batch_size, loss):
              "dtype")  # fmt: skip
 
 
-@pytest.mark.xfail(reason="issue 16: meta-device data raises a raw torch error", strict=False)
 def test_fit_refuses_data_on_the_meta_device():
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -86,7 +83,6 @@ def test_fit_refuses_data_on_the_meta_device():
         fit(model, opt, TensorLoader(x, y, batch_size=4), epochs=1, eval_train=0)
 
 
-@pytest.mark.xfail(reason="issue 16: Penalty with nothing to act on does nothing", strict=False)
 @pytest.mark.parametrize("nothing", ["empty list", "used generator", "empty group"])
 def test_penalty_with_nothing_to_act_on_is_refused(nothing):
     model = nn.Linear(3, 2)
@@ -99,7 +95,6 @@ def test_penalty_with_nothing_to_act_on_is_refused(nothing):
         Penalty(params, l2=0.1)
 
 
-@pytest.mark.xfail(reason="issue 16: prox_l1_ threshold 1e300 is a raw RuntimeError", strict=False)
 @fuzz_settings(max_examples=40)
 @given(l1=ODD_NUMBERS, l2=ODD_NUMBERS, dim=st.sampled_from([None, 0, 1, -1, 2, 5]),
        max_norm=ODD_NUMBERS)  # fmt: skip
@@ -118,7 +113,6 @@ FOREIGN = st.sampled_from(["missing arch", "arch not json", "arch a list", "no l
                            "weights foreign"])  # fmt: skip
 
 
-@pytest.mark.xfail(reason="issue 16: slim.load of edited or foreign files", strict=False)
 @fuzz_settings(max_examples=24)
 @given(fault=FOREIGN)
 def test_slim_load_of_a_foreign_folder_is_one_error(tmp_path_factory, fault):

@@ -128,6 +128,7 @@ def run(args, console) -> int:
         "examples": data["examples"],  # what the final fit trains on
         "inputs": data["inputs"],
     }
+    data_files = data["data_files"]
     with _progress(console, args, recipe, len(values)) as advance:
         summary = sweep_run.write(
             search,
@@ -138,6 +139,7 @@ def run(args, console) -> int:
             overwrite=args.overwrite,
             on_epoch=advance,
             inputs=inputs(args, recipe),
+            data_files=data_files,
         )
     rows, best = search.path_, search.best_index_
     console.print(report.rich_table(rows, best))

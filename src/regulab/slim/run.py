@@ -60,6 +60,7 @@ def write(
             "latency_batches": list(LATENCY_BATCHES),
             "latency_repeats": latency_repeats,
             "recipe": recipes.to_dict(recipe),
+            "data_files": splits.files,  # the folder read and the files' md5, or None
             **runs.environment(),
         },
     )

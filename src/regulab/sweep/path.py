@@ -206,6 +206,7 @@ def preflight(
         "memory": need,
         "examples": len(final[0]),  # what the final fit trains on
         "inputs": math.prod(final[0].shape[1:]),
+        "data_files": splits.files,  # the folder read and the files' md5, or None
     }
 
 

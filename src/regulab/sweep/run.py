@@ -10,20 +10,24 @@ from regulab.sweep import plot, report
 
 
 def write(
-    search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None, inputs=()
-):
+    search, recipe, values, settings: dict, out: Path, *, overwrite=False, on_epoch=None,
+    inputs=(), data_files=None,
+):  # fmt: skip
     """Fit `search` (a LambdaSearch) inside the run folder and write its files; the summary.
 
     A RuntimeError on the way (a Ray trial failed: its error names the chunk) is RunFailed.
-    inputs: (option, path) pairs out must not overlap (`runs.checked_out`).
+    inputs: (option, path) pairs out must not overlap (`runs.checked_out`); data_files: the
+    data folder read and its files' md5 (config.json's `data_files`), or None.
     """
     try:
-        return _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs)
+        return _write(
+            search, recipe, values, settings, out, overwrite, on_epoch, inputs, data_files
+        )
     except RuntimeError as e:
         raise RunFailed(str(e)) from e
 
 
-def _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs) -> dict:
+def _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs, data_files) -> dict:
     start = time.perf_counter()
     with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
         runs.write_json(
@@ -32,6 +36,7 @@ def _write(search, recipe, values, settings, out, overwrite, on_epoch, inputs) -
                 "command": "sweep",
                 "settings": settings,
                 "recipe": recipes.to_dict(recipe),
+                "data_files": data_files,
                 **runs.environment(),
             },
         )

@@ -209,7 +209,8 @@ def write(
 def _write(p: Prepared, out: Path, options: dict, overwrite: bool, inputs) -> dict:
     start, recipe = time.perf_counter(), p.recipe
     with runs.run_folder(out, overwrite=overwrite, inputs=inputs) as tmp:
-        config = {"command": "tune", "settings": options, "recipe": recipes.to_dict(recipe)}
+        config = {"command": "tune", "settings": options, "recipe": recipes.to_dict(recipe),
+                  "data_files": p.splits.files}  # fmt: skip
         runs.write_json(tmp / "config.json", {**config, **runs.environment()})
         t = p.tuner.fit(p.model, p.loader, p.splits.val)
         best = _metrics(recipe, t.best_model_, p.splits)
