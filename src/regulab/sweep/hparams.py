@@ -32,7 +32,6 @@ LAYERS = {  # the hyperparameters set on the model's layers: the layer types tha
 # lr, weight_decay, l2, l1, max_norm, bn_sparsity, dropout, drop_path, drop_block, then the
 # batch's and loss's own (`batch.BATCH`): label_smoothing, mixup, cutmix, crop, cutout, noise
 HPARAMS = (*FIELDS, *LAYERS, *BATCH)
-NOT_SEARCHABLE = {}  # name -> why the stacked engine cannot search it (none at present)
 PRECISION = "fp32"  # the one train.precision the stacked step runs (no autocast, no scaler)
 
 
@@ -57,8 +56,6 @@ def check_hparams(hparams, what: str = "hparams") -> dict[str, torch.Tensor]:
         raise ValueError(f"{what} must be a non-empty dict name -> values; got {hparams!r}")
     out = {}
     for name, values in hparams.items():
-        if name in NOT_SEARCHABLE:
-            raise ValueError(f"{what}: {name!r} is not searchable: {NOT_SEARCHABLE[name]}")
         _checks.one_of(f"{what} name", name, HPARAMS)
         out[name] = check_values(name, values, what)
     sizes = {name: len(v) for name, v in out.items()}

@@ -25,7 +25,7 @@ from torch import nn
 
 from regulab import _checks
 from regulab.sweep.engine import Settings
-from regulab.sweep.hparams import HPARAMS, LAYERS, NOT_SEARCHABLE, check_settings, searchable
+from regulab.sweep.hparams import HPARAMS, LAYERS, check_settings, searchable
 from regulab.sweep.model_path import resolve_data
 from regulab.sweep.state import StackedRun
 from regulab.train_step import rng_fork
@@ -46,7 +46,7 @@ class Tuner:
 
     space: the search space (`tune.space.parse_space`: "weight_decay=log(1e-5,1e-1)
     dropout=uniform(0,0.6)|off" or a dict); the stacked engine searches every name of
-    `sweep.hparams.HPARAMS` (all of the space's but drop_block). budget: single-run equivalents
+    `sweep.hparams.HPARAMS` (every name of the space). budget: single-run equivalents
     (copy-epochs / epochs of one run). eta: a rung keeps one copy in eta. scheduler: "sh"
     (successive halving) or "pbt". configs: the configurations drawn (sh: by default the
     most the budget allows; pbt: the population, by default floor(budget), at most budget).
@@ -238,9 +238,9 @@ def _check_space(given, model: nn.Module) -> Space:
     space = parse_space(given)
     for name in space.names:
         if name not in HPARAMS:
-            why = NOT_SEARCHABLE.get(name, "the stacked engine does not search it yet")
             raise ValueError(
-                f"space: {name!r} cannot be tuned ({why}); the Tuner searches "
+                f"space: {name!r} cannot be tuned (the stacked engine does not search it); the "
+                "Tuner searches "
                 f"{', '.join(HPARAMS)}: remove {name} from the space"
             )
     can = searchable(model)
